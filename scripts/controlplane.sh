@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# Build (once per machine, cached), start and stop a real etcd + kube-apiserver on 127.0.0.1.
+# Follows docs/control-plane.md §6. Usage: controlplane.sh build|start|stop|env
+set -euo pipefail
+
+K8S_VERSION="${K8S_VERSION:-v1.34.10}"
+ETCD_VERSION="${ETCD_VERSION:-v3.6.5}"
+CACHE_ROOT="${KMSYNC_CP_CACHE:-$HOME/.cache/k8s-controlplane}"
+BIN_DIR="$CACHE_ROOT/bin/k8s-$K8S_VERSION-etcd-$ETCD_VERSION"
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STATE_DIR="${CP_STATE_DIR:-$REPO_ROOT/target/controlplane}"
+START_TIMEOUT="${CP_START_TIMEOUT:-120}"
+GO="${GO:-/usr/local/go/bin/go}"
+
+export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-modcacherw -buildvcs=false"
+
+log() { printf '[controlplane] %s\n' "$*" >&2; }
+
+apiserver_bin() { echo "${TEST_ASSET_KUBE_APISERVER:-$BIN_DIR/kube-apiserver}"; }
+etcd_bin() { echo "${TEST_ASSET_ETCD:-$BIN_DIR/etcd}"; }
+
+build_apiserver() {
+  [ -x "$(apiserver_bin)" ] && return 0
+  local src="$CACHE_ROOT/src/kube-$K8S_VERSION" minor patch staging upstream_mod go_line godebug_line
+  minor="$(echo "$K8S_VERSION" | cut -d. -f2)"; patch="$(echo "$K8S_VERSION" | cut -d. -f3)"
+  local staging_version="v0.$minor.$patch"
+  mkdir -p "$src" "$BIN_DIR"
+  cd "$src"
+  log "resolving k8s.io/kubernetes@$K8S_VERSION"
+  upstream_mod="$("$GO" mod download -json "k8s.io/kubernetes@$K8S_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')"
+  staging="$(grep -oE '^\s*k8s\.io/[a-z0-9-]+ => \./staging/src/k8s\.io/[a-z0-9-]+' "$upstream_mod" | awk '{print $1}' | sort -u)"
+  go_line="$(grep -E '^go [0-9]' "$upstream_mod" | head -n1)"
+  godebug_line="$(grep -E '^godebug ' "$upstream_mod" | head -n1 || true)"
+  {
+    echo "module localbuild/kube-apiserver"
+    echo
+    echo "$go_line"
+    [ -n "$godebug_line" ] && echo "$godebug_line"
+    echo
+    echo "require k8s.io/kubernetes $K8S_VERSION"
+    echo
+    echo "replace ("
+    for m in $staging; do echo "	$m => $m $staging_version"; done
+    echo ")"
+    echo
+    echo "tool k8s.io/kubernetes/cmd/kube-apiserver"
+  } > go.mod
+  log "go mod tidy (kube-apiserver wrapper, $(echo "$staging" | wc -l) staging modules)"
+  "$GO" mod tidy
+  local x=""
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    x="$x -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
+  done
+  log "building kube-apiserver $K8S_VERSION (slow on a fresh machine)"
+  "$GO" build -trimpath -tags=selinux,notest,grpcnotrace -ldflags "-s -w$x" \
+    -o "$BIN_DIR/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver
+  mv "$BIN_DIR/kube-apiserver.tmp" "$BIN_DIR/kube-apiserver"
+}
+
+build_etcd() {
+  [ -x "$(etcd_bin)" ] && return 0
+  local src="$CACHE_ROOT/src/etcd-$ETCD_VERSION"
+  mkdir -p "$src" "$BIN_DIR"
+  cd "$src"
+  printf 'module localbuild/etcd\n\ngo 1.24.0\n' > go.mod
+  log "building etcd $ETCD_VERSION"
+  "$GO" get -tool "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
+  "$GO" build -trimpath -ldflags "-s -w" -o "$BIN_DIR/etcd.tmp" go.etcd.io/etcd/server/v3
+  mv "$BIN_DIR/etcd.tmp" "$BIN_DIR/etcd"
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+stop_pid_file() {
+  local pid_file="$1" pid i
+  [ -f "$pid_file" ] || return 0
+  pid="$(cat "$pid_file")"
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$pid_file"
+}
+
+stop() {
+  stop_pid_file "$STATE_DIR/kube-apiserver.pid"
+  stop_pid_file "$STATE_DIR/etcd.pid"
+}
+
+# wait_ready NAME PID_FILE LOG CMD...: poll CMD every 0.5 s while the process lives.
+wait_ready() {
+  local name="$1" pid_file="$2" logf="$3"; shift 3
+  local deadline=$(( $(date +%s) + START_TIMEOUT ))
+  until "$@" >/dev/null 2>&1; do
+    if ! kill -0 "$(cat "$pid_file")" 2>/dev/null; then
+      log "$name exited during start; last log lines:"; tail -n 40 "$logf" >&2; return 1
+    fi
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      log "$name not ready after ${START_TIMEOUT}s; last log lines:"; tail -n 40 "$logf" >&2; return 1
+    fi
+    sleep 0.5
+  done
+}
+
+make_pki() {
+  local pki="$1"
+  cd "$pki"
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out ca.key 2>/dev/null
+  openssl req -x509 -new -key ca.key -subj "/CN=controlplane-test-ca" -days 7 -out ca.crt \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature,keyEncipherment\nbasicConstraints=critical,CA:FALSE\n' > server.ext
+  printf 'extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature\nbasicConstraints=critical,CA:FALSE\n' > client.ext
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out apiserver.key 2>/dev/null
+  openssl req -new -key apiserver.key -subj "/CN=kube-apiserver" -out apiserver.csr 2>/dev/null
+  openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 7 -extfile server.ext -out apiserver.crt 2>/dev/null
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out admin.key 2>/dev/null
+  openssl req -new -key admin.key -subj "/O=system:masters/CN=admin" -out admin.csr 2>/dev/null
+  openssl x509 -req -in admin.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 7 -extfile client.ext -out admin.crt 2>/dev/null
+  openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out sa.key 2>/dev/null
+  openssl pkey -in sa.key -pubout -out sa.pub 2>/dev/null
+  cd - >/dev/null
+}
+
+start() {
+  build_etcd; build_apiserver
+  stop
+  rm -rf "$STATE_DIR"
+  mkdir -p -m 700 "$STATE_DIR" "$STATE_DIR/pki" "$STATE_DIR/etcd-data"
+  trap 'stop' ERR
+  local etcd_port peer_port api_port pki="$STATE_DIR/pki"
+  etcd_port="$(free_port)"; peer_port="$(free_port)"; api_port="$(free_port)"
+  while [ "$peer_port" = "$etcd_port" ]; do peer_port="$(free_port)"; done
+  while [ "$api_port" = "$etcd_port" ] || [ "$api_port" = "$peer_port" ]; do api_port="$(free_port)"; done
+  make_pki "$pki"
+
+  local nofsync=""
+  "$(etcd_bin)" --help 2>&1 | grep -q -- '--unsafe-no-fsync' && nofsync="--unsafe-no-fsync=true"
+  log "starting etcd on 127.0.0.1:$etcd_port"
+  setsid "$(etcd_bin)" --name=controlplane --data-dir="$STATE_DIR/etcd-data" \
+    --listen-client-urls="http://127.0.0.1:$etcd_port" --advertise-client-urls="http://127.0.0.1:$etcd_port" \
+    --listen-peer-urls="http://127.0.0.1:$peer_port" --initial-advertise-peer-urls="http://127.0.0.1:$peer_port" \
+    --initial-cluster="controlplane=http://127.0.0.1:$peer_port" --log-level=warn $nofsync \
+    >"$STATE_DIR/etcd.log" 2>&1 < /dev/null &
+  echo $! > "$STATE_DIR/etcd.pid"
+  wait_ready etcd "$STATE_DIR/etcd.pid" "$STATE_DIR/etcd.log" curl -fsS "http://127.0.0.1:$etcd_port/health"
+
+  log "starting kube-apiserver on 127.0.0.1:$api_port"
+  setsid "$(apiserver_bin)" --etcd-servers="http://127.0.0.1:$etcd_port" \
+    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$api_port" \
+    --cert-dir="$pki" --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
+    --client-ca-file="$pki/ca.crt" --service-account-issuer="https://127.0.0.1:$api_port/" \
+    --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
+    --service-cluster-ip-range=10.0.0.0/24 --authorization-mode=RBAC \
+    --disable-admission-plugins=ServiceAccount --allow-privileged=true \
+    >"$STATE_DIR/kube-apiserver.log" 2>&1 < /dev/null &
+  echo $! > "$STATE_DIR/kube-apiserver.pid"
+  local curl_auth=(--cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key")
+  wait_ready kube-apiserver "$STATE_DIR/kube-apiserver.pid" "$STATE_DIR/kube-apiserver.log" \
+    curl -fsS "${curl_auth[@]}" "https://127.0.0.1:$api_port/readyz"
+  wait_ready kube-apiserver "$STATE_DIR/kube-apiserver.pid" "$STATE_DIR/kube-apiserver.log" \
+    curl -fsS "${curl_auth[@]}" "https://127.0.0.1:$api_port/api/v1/namespaces/default"
+
+  b64() { base64 -w0 < "$1"; }
+  cat > "$STATE_DIR/admin.kubeconfig" <<KC
+apiVersion: v1
+kind: Config
+clusters:
+- name: controlplane
+  cluster: {server: "https://127.0.0.1:$api_port", certificate-authority-data: "$(b64 "$pki/ca.crt")"}
+users:
+- name: admin
+  user: {client-certificate-data: "$(b64 "$pki/admin.crt")", client-key-data: "$(b64 "$pki/admin.key")"}
+contexts:
+- name: controlplane
+  context: {cluster: controlplane, user: admin}
+current-context: controlplane
+KC
+  chmod 600 "$STATE_DIR/admin.kubeconfig"
+  cat > "$STATE_DIR/env" <<ENV
+export KUBECONFIG="$STATE_DIR/admin.kubeconfig"
+export CP_API_URL="https://127.0.0.1:$api_port"
+export CP_ETCD_URL="http://127.0.0.1:$etcd_port"
+ENV
+  trap - ERR
+  log "ready: source $STATE_DIR/env"
+}
+
+case "${1:-}" in
+  build) build_etcd; build_apiserver; log "binaries in $BIN_DIR" ;;
+  start) start ;;
+  stop) stop ;;
+  env) echo "$STATE_DIR/env" ;;
+  *) echo "usage: $0 build|start|stop|env" >&2; exit 2 ;;
+esac

@@ -1,0 +1,4 @@
+//! Alibaba Cloud KMS client: request signing, credentials, transport and typed errors.
+//! Knows nothing of Kubernetes.
+
+pub mod sign;

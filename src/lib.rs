@@ -1,0 +1,9 @@
+//! kmsync: a Kubernetes operator that syncs generic secrets from Alibaba Cloud KMS Secrets Manager
+//! into Kubernetes Secrets and drives the rotations its custom resources declare.
+//!
+//! The flow: `crd` defines what users write; `kms` talks to KMS (or the local `emulator`); the
+//! controller observes, fetches, renders and applies.
+#![forbid(unsafe_code)]
+
+pub mod crd;
+pub mod kms;

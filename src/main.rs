@@ -1,0 +1,3 @@
+//! The `kmsync` binary: parses the command line and dispatches to a subcommand.
+#![forbid(unsafe_code)]
+fn main() {}
