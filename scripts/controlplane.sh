@@ -12,6 +12,8 @@ STATE_DIR="${CP_STATE_DIR:-$REPO_ROOT/target/controlplane}"
 START_TIMEOUT="${CP_START_TIMEOUT:-120}"
 GO="${GO:-/usr/local/go/bin/go}"
 
+KUBECTL="${KUBECTL:-/usr/lib/google-cloud-sdk/bin/kubectl.1.33}"
+
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-modcacherw -buildvcs=false"
 
 log() { printf '[controlplane] %s\n' "$*" >&2; }
@@ -19,8 +21,16 @@ log() { printf '[controlplane] %s\n' "$*" >&2; }
 apiserver_bin() { echo "${TEST_ASSET_KUBE_APISERVER:-$BIN_DIR/kube-apiserver}"; }
 etcd_bin() { echo "${TEST_ASSET_ETCD:-$BIN_DIR/etcd}"; }
 
+require_go() {
+  if [ ! -x "$GO" ] && ! command -v "$GO" >/dev/null 2>&1; then
+    log "Go not found at $GO: kube-apiserver and etcd are built from the Go module proxy and need Go >= 1.24 (set GO=/path/to/go)"
+    exit 1
+  fi
+}
+
 build_apiserver() {
   [ -x "$(apiserver_bin)" ] && return 0
+  require_go
   local src="$CACHE_ROOT/src/kube-$K8S_VERSION" minor patch staging upstream_mod go_line godebug_line
   minor="$(echo "$K8S_VERSION" | cut -d. -f2)"; patch="$(echo "$K8S_VERSION" | cut -d. -f3)"
   local staging_version="v0.$minor.$patch"
@@ -59,6 +69,7 @@ build_apiserver() {
 
 build_etcd() {
   [ -x "$(etcd_bin)" ] && return 0
+  require_go
   local src="$CACHE_ROOT/src/etcd-$ETCD_VERSION"
   mkdir -p "$src" "$BIN_DIR"
   cd "$src"
@@ -188,10 +199,28 @@ ENV
   log "ready: source $STATE_DIR/env"
 }
 
+# run CMD...: start, install the CRDs with the real kubectl, run CMD with KUBECONFIG set, stop
+# (also when CMD fails or is interrupted). Exits with CMD's status.
+run() {
+  start
+  trap 'stop' EXIT
+  # shellcheck disable=SC1091
+  source "$STATE_DIR/env"
+  "$KUBECTL" apply --server-side -f "$REPO_ROOT/crds/" >/dev/null
+  "$KUBECTL" wait --for=condition=Established crd --all --timeout=60s >/dev/null
+  export KUBECTL
+  local status=0
+  (cd "$REPO_ROOT" && "$@") || status=$?
+  return "$status"
+}
+
 case "${1:-}" in
-  build) build_etcd; build_apiserver; log "binaries in $BIN_DIR" ;;
+  build)
+    started=$(date +%s); build_etcd; build_apiserver
+    log "binaries in $BIN_DIR (took $(( $(date +%s) - started ))s)" ;;
   start) start ;;
   stop) stop ;;
+  run) shift; run "$@" ;;
   env) echo "$STATE_DIR/env" ;;
-  *) echo "usage: $0 build|start|stop|env" >&2; exit 2 ;;
+  *) echo "usage: $0 build|start|stop|run CMD...|env" >&2; exit 2 ;;
 esac
