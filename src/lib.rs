@@ -5,5 +5,7 @@
 //! controller observes, fetches, renders and applies.
 #![forbid(unsafe_code)]
 
+pub mod controller;
 pub mod crd;
 pub mod kms;
+pub mod render;
