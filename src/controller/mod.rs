@@ -2,3 +2,4 @@
 //! decisions; the Kubernetes wiring arrives with the reconcile loop.
 
 pub mod schedule;
+pub mod target;

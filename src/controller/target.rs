@@ -1,0 +1,445 @@
+//! Pure decisions about the target Secret: whether we may write it (no silent takeover), the
+//! object we server-side apply, and whether anything changed (an unchanged sync writes nothing).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::Resource;
+
+use crate::crd::ManagedSecret;
+use crate::crd::managed_secret::{CreationPolicy, DeletionPolicy};
+use crate::render::SecretData;
+
+/// The one field manager of every write kmsync makes.
+pub const FIELD_MANAGER: &str = "kmsync";
+/// Label on every Secret we write; the controller watches Secrets by this label only.
+pub const LABEL_MANAGED: &str = "kmsync.io/managed";
+/// Name of the ManagedSecret (same namespace) that writes this Secret.
+pub const ANNOTATION_OWNER: &str = "kmsync.io/managed-secret";
+pub const ANNOTATION_KMS_SECRET: &str = "kmsync.io/kms-secret-name";
+pub const ANNOTATION_VERSION_ID: &str = "kmsync.io/kms-version-id";
+pub const ANNOTATION_VERSION_STAGES: &str = "kmsync.io/kms-version-stages";
+/// Time of the last data write (not of the last check, so an unchanged refresh writes nothing).
+pub const ANNOTATION_SYNCED_AT: &str = "kmsync.io/synced-at";
+
+const SERVICE_ACCOUNT_TOKEN: &str = "kubernetes.io/service-account-token";
+
+/// Why the target Secret may not be written. Messages hold names only.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TargetConflict {
+    #[error(
+        "Secret {0} already exists and is not managed by kmsync; set target.creationPolicy to Adopt or Merge to take it over"
+    )]
+    Foreign(String),
+    #[error(
+        "Secret {secret} is managed by ManagedSecret {owner}; two ManagedSecrets cannot write one Secret"
+    )]
+    OtherOwner { secret: String, owner: String },
+    #[error("Secret {secret} has type {actual}, not {desired}; the type of a Secret cannot change")]
+    TypeMismatch {
+        secret: String,
+        actual: String,
+        desired: String,
+    },
+    #[error("Secret {0} is a service account token; kmsync never writes those")]
+    ServiceAccountToken(String),
+    #[error("Secret {0} holds credentials of a SecretStore; kmsync will not overwrite it")]
+    Protected(String),
+}
+
+/// What the apply will carry about the KMS version written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Provenance {
+    pub kms_secret_name: String,
+    pub version_id: String,
+    pub version_stages: Vec<String>,
+    pub synced_at: jiff::Timestamp,
+}
+
+fn creation_policy(ms: &ManagedSecret) -> CreationPolicy {
+    ms.spec
+        .target
+        .as_ref()
+        .map(|t| t.creation_policy)
+        .unwrap_or_default()
+}
+
+fn deletion_policy(ms: &ManagedSecret) -> DeletionPolicy {
+    ms.spec
+        .target
+        .as_ref()
+        .map(|t| t.deletion_policy)
+        .unwrap_or_default()
+}
+
+/// The Secret type we want (`None` for Merge, which never sets the type of someone's Secret).
+pub fn desired_type(ms: &ManagedSecret) -> Option<String> {
+    if creation_policy(ms) == CreationPolicy::Merge {
+        return None;
+    }
+    Some(
+        ms.spec
+            .target
+            .as_ref()
+            .and_then(|t| t.type_.clone())
+            .unwrap_or_else(|| "Opaque".into()),
+    )
+}
+
+/// Whether `ms` may write the Secret whose current state is `existing`.
+pub fn check_target(
+    ms: &ManagedSecret,
+    existing: Option<&Secret>,
+    protected: bool,
+) -> Result<(), TargetConflict> {
+    let name = ms.target_name();
+    if protected {
+        return Err(TargetConflict::Protected(name));
+    }
+    let Some(existing) = existing else {
+        return Ok(());
+    };
+    let actual_type = existing.type_.clone().unwrap_or_else(|| "Opaque".into());
+    if actual_type == SERVICE_ACCOUNT_TOKEN {
+        return Err(TargetConflict::ServiceAccountToken(name));
+    }
+    let owner = existing
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_OWNER));
+    let ms_name = ms.metadata.name.clone().unwrap_or_default();
+    match owner {
+        Some(owner) if *owner != ms_name => {
+            return Err(TargetConflict::OtherOwner {
+                secret: name,
+                owner: owner.clone(),
+            });
+        }
+        None if creation_policy(ms) == CreationPolicy::Owner => {
+            return Err(TargetConflict::Foreign(name));
+        }
+        _ => {}
+    }
+    match desired_type(ms) {
+        Some(desired) if desired != actual_type => Err(TargetConflict::TypeMismatch {
+            secret: name,
+            actual: actual_type,
+            desired,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The Secret to server-side apply with [`FIELD_MANAGER`]: our keys, our labels and annotations,
+/// and (only for `deletionPolicy: Delete` on a Secret we own) an owner reference.
+pub fn desired_secret(ms: &ManagedSecret, data: &SecretData, provenance: &Provenance) -> Secret {
+    let target = ms.spec.target.clone().unwrap_or_default();
+    let mut labels = target.labels.clone();
+    labels.insert(LABEL_MANAGED.into(), "true".into());
+    let mut annotations = target.annotations.clone();
+    annotations.insert(
+        ANNOTATION_OWNER.into(),
+        ms.metadata.name.clone().unwrap_or_default(),
+    );
+    annotations.insert(
+        ANNOTATION_KMS_SECRET.into(),
+        provenance.kms_secret_name.clone(),
+    );
+    annotations.insert(ANNOTATION_VERSION_ID.into(), provenance.version_id.clone());
+    annotations.insert(
+        ANNOTATION_VERSION_STAGES.into(),
+        provenance.version_stages.join(","),
+    );
+    annotations.insert(
+        ANNOTATION_SYNCED_AT.into(),
+        provenance.synced_at.to_string(),
+    );
+    let owner_references = (deletion_policy(ms) == DeletionPolicy::Delete
+        && creation_policy(ms) != CreationPolicy::Merge)
+        .then(|| ms.controller_owner_ref(&()))
+        .flatten()
+        .map(|owner: OwnerReference| vec![owner]);
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(ms.target_name()),
+            namespace: ms.metadata.namespace.clone(),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            owner_references,
+            ..Default::default()
+        },
+        type_: desired_type(ms),
+        data: Some(
+            data.0
+                .iter()
+                .map(|(k, v)| (k.clone(), ByteString(v.clone())))
+                .collect(),
+        ),
+        ..Default::default()
+    }
+}
+
+/// Whether applying `desired` would change `existing`: any of our keys, labels or annotations
+/// differs (the sync timestamp excepted), or the Secret is missing.
+pub fn needs_write(existing: Option<&Secret>, desired: &Secret) -> bool {
+    let Some(existing) = existing else {
+        return true;
+    };
+    let empty = BTreeMap::new();
+    let subset = |want: Option<&BTreeMap<String, String>>,
+                  have: Option<&BTreeMap<String, String>>| {
+        let have = have.unwrap_or(&empty);
+        want.unwrap_or(&empty)
+            .iter()
+            .filter(|(k, _)| k.as_str() != ANNOTATION_SYNCED_AT)
+            .all(|(k, v)| have.get(k) == Some(v))
+    };
+    let data_same = {
+        let have = existing.data.clone().unwrap_or_default();
+        desired
+            .data
+            .iter()
+            .flatten()
+            .all(|(k, v)| have.get(k) == Some(v))
+    };
+    let owners_same = desired.metadata.owner_references.is_none()
+        || existing.metadata.owner_references == desired.metadata.owner_references;
+    !(data_same
+        && owners_same
+        && subset(
+            desired.metadata.labels.as_ref(),
+            existing.metadata.labels.as_ref(),
+        )
+        && subset(
+            desired.metadata.annotations.as_ref(),
+            existing.metadata.annotations.as_ref(),
+        ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(target: serde_json::Value) -> ManagedSecret {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "kmsync.io/v1alpha1", "kind": "ManagedSecret",
+            "metadata": {"name": "db", "namespace": "team", "uid": "uid-1"},
+            "spec": {"storeRef": {"name": "kms"}, "secretName": "db_cred", "target": target}
+        }))
+        .unwrap()
+    }
+
+    fn secret(annotations: &[(&str, &str)], type_: Option<&str>) -> Secret {
+        Secret {
+            metadata: ObjectMeta {
+                name: Some("db".into()),
+                annotations: Some(
+                    annotations
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
+                ..Default::default()
+            },
+            type_: type_.map(String::from),
+            ..Default::default()
+        }
+    }
+
+    fn provenance() -> Provenance {
+        Provenance {
+            kms_secret_name: "db_cred".into(),
+            version_id: "v2".into(),
+            version_stages: vec!["ACSCurrent".into()],
+            synced_at: jiff::Timestamp::from_second(1_700_000_000).unwrap(),
+        }
+    }
+
+    fn data(pairs: &[(&str, &str)]) -> SecretData {
+        SecretData(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn missing_secret_may_be_created_under_every_policy() {
+        for policy in ["Owner", "Adopt", "Merge"] {
+            assert_eq!(
+                check_target(
+                    &ms(serde_json::json!({"creationPolicy": policy})),
+                    None,
+                    false
+                ),
+                Ok(())
+            );
+        }
+    }
+
+    #[test]
+    fn foreign_secret_is_a_conflict_for_owner_only() {
+        let foreign = secret(&[], None);
+        assert!(matches!(
+            check_target(&ms(serde_json::json!({})), Some(&foreign), false),
+            Err(TargetConflict::Foreign(_))
+        ));
+        assert_eq!(
+            check_target(
+                &ms(serde_json::json!({"creationPolicy": "Adopt"})),
+                Some(&foreign),
+                false
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            check_target(
+                &ms(serde_json::json!({"creationPolicy": "Merge"})),
+                Some(&foreign),
+                false
+            ),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn our_own_secret_is_writable_and_another_owner_is_not() {
+        let ours = secret(&[(ANNOTATION_OWNER, "db")], Some("Opaque"));
+        assert_eq!(
+            check_target(&ms(serde_json::json!({})), Some(&ours), false),
+            Ok(())
+        );
+        let theirs = secret(&[(ANNOTATION_OWNER, "other")], Some("Opaque"));
+        for policy in ["Owner", "Adopt", "Merge"] {
+            assert!(matches!(
+                check_target(
+                    &ms(serde_json::json!({"creationPolicy": policy})),
+                    Some(&theirs),
+                    false
+                ),
+                Err(TargetConflict::OtherOwner { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn type_cannot_change_but_merge_ignores_type() {
+        let tls = secret(&[(ANNOTATION_OWNER, "db")], Some("kubernetes.io/tls"));
+        assert!(matches!(
+            check_target(&ms(serde_json::json!({})), Some(&tls), false),
+            Err(TargetConflict::TypeMismatch { .. })
+        ));
+        let foreign_tls = secret(&[], Some("kubernetes.io/tls"));
+        assert_eq!(
+            check_target(
+                &ms(serde_json::json!({"creationPolicy": "Merge"})),
+                Some(&foreign_tls),
+                false
+            ),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn service_account_tokens_and_protected_secrets_are_never_written() {
+        let token = secret(&[], Some(SERVICE_ACCOUNT_TOKEN));
+        assert!(matches!(
+            check_target(
+                &ms(serde_json::json!({"creationPolicy": "Merge"})),
+                Some(&token),
+                false
+            ),
+            Err(TargetConflict::ServiceAccountToken(_))
+        ));
+        assert!(matches!(
+            check_target(
+                &ms(serde_json::json!({"creationPolicy": "Adopt"})),
+                None,
+                true
+            ),
+            Err(TargetConflict::Protected(_))
+        ));
+    }
+
+    #[test]
+    fn desired_secret_carries_provenance_and_owner_reference_only_for_delete() {
+        let retained = desired_secret(
+            &ms(serde_json::json!({})),
+            &data(&[("k", "v")]),
+            &provenance(),
+        );
+        let annotations = retained.metadata.annotations.clone().unwrap();
+        assert_eq!(annotations[ANNOTATION_VERSION_ID], "v2");
+        assert_eq!(annotations[ANNOTATION_KMS_SECRET], "db_cred");
+        assert_eq!(retained.metadata.labels.unwrap()[LABEL_MANAGED], "true");
+        assert!(
+            retained.metadata.owner_references.is_none(),
+            "Retain must survive CRD deletion"
+        );
+        assert_eq!(retained.type_.as_deref(), Some("Opaque"));
+
+        let deleted = desired_secret(
+            &ms(serde_json::json!({"deletionPolicy": "Delete"})),
+            &data(&[]),
+            &provenance(),
+        );
+        let owner = &deleted.metadata.owner_references.unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str()),
+            ("ManagedSecret", "uid-1")
+        );
+
+        let merged = desired_secret(
+            &ms(serde_json::json!({"creationPolicy": "Merge", "deletionPolicy": "Delete"})),
+            &data(&[]),
+            &provenance(),
+        );
+        assert!(merged.metadata.owner_references.is_none() && merged.type_.is_none());
+    }
+
+    #[test]
+    fn unchanged_secret_needs_no_write_even_with_a_newer_timestamp() {
+        let m = ms(serde_json::json!({}));
+        let existing = desired_secret(&m, &data(&[("k", "v")]), &provenance());
+        let mut later = provenance();
+        later.synced_at = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        assert!(!needs_write(
+            Some(&existing),
+            &desired_secret(&m, &data(&[("k", "v")]), &later)
+        ));
+        assert!(needs_write(
+            Some(&existing),
+            &desired_secret(&m, &data(&[("k", "w")]), &later)
+        ));
+        let mut new_version = later.clone();
+        new_version.version_id = "v3".into();
+        assert!(needs_write(
+            Some(&existing),
+            &desired_secret(&m, &data(&[("k", "v")]), &new_version)
+        ));
+        assert!(needs_write(None, &existing));
+    }
+
+    #[test]
+    fn drift_in_a_managed_key_needs_a_write_but_foreign_keys_do_not() {
+        let m = ms(serde_json::json!({"creationPolicy": "Merge"}));
+        let desired = desired_secret(&m, &data(&[("k", "v")]), &provenance());
+        let mut existing = desired.clone();
+        existing
+            .data
+            .as_mut()
+            .unwrap()
+            .insert("theirs".into(), ByteString(b"x".to_vec()));
+        assert!(!needs_write(Some(&existing), &desired));
+        existing
+            .data
+            .as_mut()
+            .unwrap()
+            .insert("k".into(), ByteString(b"edited".to_vec()));
+        assert!(needs_write(Some(&existing), &desired));
+    }
+}
