@@ -1,6 +1,6 @@
 //! Pure timing decisions: when a ManagedSecret is refreshed next and how long a failing one backs
-//! off. Phases and jitter derive from the object's UID, so a restart reproduces the same spread
-//! instead of every object firing at once.
+//! off. Phases and jitter derive from stable keys, so a restart reproduces the same spread instead
+//! of every object firing at once.
 
 use std::time::Duration;
 
@@ -33,12 +33,14 @@ fn unit_fraction(uid: &str, salt: &str) -> f64 {
     (u64::from_be_bytes(eight) >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// The next periodic refresh after a sync at `last_sync`. Refreshes sit on a per-object grid
-/// (`phase + k·interval`), so objects spread evenly over the interval; the first grid point is
-/// at least half an interval after `last_sync`, so a fresh sync is never followed at once.
-pub fn next_refresh(uid: &str, last_sync: Timestamp, interval: Duration) -> Timestamp {
+/// The next periodic refresh after a sync at `last_sync`. Refreshes sit on a grid
+/// (`phase + k·interval`) whose phase comes from `phase_key`; the controller passes the store and
+/// KMS secret name, so readers of one secret refresh together (and share one read) while distinct
+/// secrets spread evenly over the interval. The first grid point is at least half an interval
+/// after `last_sync`, so a fresh sync is never followed at once.
+pub fn next_refresh(phase_key: &str, last_sync: Timestamp, interval: Duration) -> Timestamp {
     let interval_ns = interval.as_nanos().max(1) as i128;
-    let phase_ns = (unit_fraction(uid, "refresh") * interval_ns as f64) as i128;
+    let phase_ns = (unit_fraction(phase_key, "refresh") * interval_ns as f64) as i128;
     let earliest = last_sync.as_nanosecond() + interval_ns / 2;
     let steps = (earliest - phase_ns).div_euclid(interval_ns) + 1;
     let next = phase_ns + steps * interval_ns;
