@@ -5,7 +5,9 @@
 //! controller observes, fetches, renders and applies.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod controller;
 pub mod crd;
 pub mod kms;
+pub mod metrics;
 pub mod render;

@@ -3,5 +3,8 @@
 
 pub mod error;
 pub mod fetch;
+pub mod reconcile;
 pub mod schedule;
+pub mod source;
+pub mod stores;
 pub mod target;

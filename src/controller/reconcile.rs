@@ -1,0 +1,551 @@
+//! Reconcile of one ManagedSecret: observe → resolve store → fetch (coalesced) → render → check the
+//! target → apply only if something changed → status only if it changed. Failures leave the Secret
+//! as it is and say why in the status.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::FutureExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+
+use crate::controller::error::Error;
+use crate::controller::fetch::{Coalescer, FetchKey};
+use crate::controller::schedule;
+use crate::controller::source::{ResolvedStore, SourceFactory};
+use crate::controller::stores;
+use crate::controller::target::{self, FIELD_MANAGER, Provenance};
+use crate::crd::conditions::{self, types};
+use crate::crd::managed_secret::{CreationPolicy, DeletionPolicy, SourceStatus};
+use crate::crd::store::CredentialsSecretRef;
+use crate::crd::{ManagedSecret, ManagedSecretStatus};
+use crate::render::{self, FetchedVersion, VersionSelector};
+
+/// Annotation whose changed value asks for one more (uncached) sync.
+pub const ANNOTATION_FORCE_SYNC: &str = "kmsync.io/force-sync";
+/// Finalizer present only with `deletionPolicy: Delete`.
+pub const FINALIZER: &str = "kmsync.io/cleanup";
+
+/// Tunables of the reconcile loop.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            backoff_base: Duration::from_secs(5),
+            backoff_max: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Shared state of the controller.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub sources: Arc<dyn SourceFactory>,
+    pub coalescer: Coalescer,
+    pub settings: Settings,
+    /// Consecutive failures per object UID, for backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        recorder: Recorder,
+        sources: Arc<dyn SourceFactory>,
+        settings: Settings,
+    ) -> Self {
+        Self {
+            client,
+            recorder,
+            sources,
+            coalescer: Coalescer::new(Duration::from_secs(5)),
+            settings,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn record_failure(&self, uid: &str) -> u32 {
+        let mut failures = self.failures.lock().expect("failures lock");
+        let count = failures.entry(uid.to_string()).or_insert(0);
+        *count += 1;
+        *count
+    }
+
+    fn clear_failures(&self, uid: &str) {
+        self.failures.lock().expect("failures lock").remove(uid);
+    }
+}
+
+/// What a successful sync did.
+struct Synced {
+    primary: Arc<FetchedVersion>,
+    wrote: Option<&'static str>,
+}
+
+/// Entry point for the kube-runtime controller.
+pub async fn reconcile(ms: Arc<ManagedSecret>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let api: Api<ManagedSecret> =
+        Api::namespaced(ctx.client.clone(), &ms.namespace().unwrap_or_default());
+    if ms.metadata.deletion_timestamp.is_some() {
+        return finalize(&api, &ms, &ctx).await;
+    }
+    ensure_finalizer(&api, &ms).await?;
+    let uid = ms.uid().unwrap_or_default();
+    let now = jiff::Timestamp::now();
+    let interval = schedule::refresh_interval(ms.spec.refresh_interval.as_deref());
+    let outcome = match &interval {
+        Ok(_) => sync(&ms, &ctx, now).await,
+        Err(message) => Err(Error::InvalidSpec(message.clone())),
+    };
+    match outcome {
+        Ok(synced) => {
+            ctx.clear_failures(&uid);
+            if let Some(action) = synced.wrote {
+                publish(
+                    &ctx,
+                    &ms,
+                    EventType::Normal,
+                    action,
+                    format!(
+                        "Secret {} now holds version {} of KMS secret {}",
+                        ms.target_name(),
+                        synced.primary.version_id,
+                        ms.spec.secret_name
+                    ),
+                )
+                .await;
+            }
+            write_status(&api, &ms, success_status(&ms, &synced, now)).await?;
+            let phase_key = format!("{}/{}", ms.spec.store_ref.name, ms.spec.secret_name);
+            Ok(match interval.ok().flatten() {
+                Some(every) => Action::requeue(schedule::until(
+                    now,
+                    schedule::next_refresh(&phase_key, now, every),
+                )),
+                None => Action::await_change(),
+            })
+        }
+        Err(Error::Kube(error)) => Err(Error::Kube(error)),
+        Err(error) => {
+            let failures = ctx.record_failure(&uid);
+            let previous_reason = ms
+                .status
+                .as_ref()
+                .and_then(|s| conditions::find(&s.conditions, types::READY))
+                .map(|c| c.reason.clone());
+            if previous_reason.as_deref() != Some(error.reason()) {
+                publish(
+                    &ctx,
+                    &ms,
+                    EventType::Warning,
+                    error.reason(),
+                    error.to_string(),
+                )
+                .await;
+            }
+            write_status(&api, &ms, failure_status(&ms, &error, now)).await?;
+            let retry = if error.waits_for_edit() {
+                interval.ok().flatten().unwrap_or(ctx.settings.backoff_max)
+            } else {
+                let delay = schedule::backoff(
+                    &uid,
+                    failures,
+                    ctx.settings.backoff_base,
+                    ctx.settings.backoff_max,
+                );
+                match &error {
+                    Error::Source(source) => {
+                        source.retry_after.map_or(delay, |hint| hint.max(delay))
+                    }
+                    _ => delay,
+                }
+            };
+            tracing::info!(managed_secret = %ms.name_any(), reason = error.reason(), %error, retry_in = ?retry, "sync failed");
+            Ok(Action::requeue(retry))
+        }
+    }
+}
+
+/// Synchronous error policy: only Kubernetes API errors reach it; back off and retry.
+pub fn error_policy(ms: Arc<ManagedSecret>, error: &Error, ctx: Arc<Context>) -> Action {
+    let uid = ms.uid().unwrap_or_default();
+    let failures = ctx.record_failure(&uid);
+    tracing::warn!(managed_secret = %ms.name_any(), reason = error.reason(), %error, "reconcile failed");
+    Action::requeue(schedule::backoff(
+        &uid,
+        failures,
+        ctx.settings.backoff_base,
+        ctx.settings.backoff_max,
+    ))
+}
+
+async fn sync(ms: &ManagedSecret, ctx: &Context, now: jiff::Timestamp) -> Result<Synced, Error> {
+    let found = stores::lookup(&ctx.client, ms).await?;
+    let protected = protected_secret(
+        &found
+            .connection
+            .auth
+            .access_key
+            .as_ref()
+            .map(|a| a.secret_ref.clone()),
+        &found.credentials_namespace,
+        ms,
+    );
+    let store = stores::resolve(&ctx.client, found).await?;
+    let fetched = fetch_all(ms, ctx, &store).await?;
+    let primary = fetched
+        .get(&render::primary_selector(&ms.spec))
+        .cloned()
+        .expect("primary fetched");
+    let data = render::render(
+        &ms.spec,
+        &fetched
+            .iter()
+            .map(|(k, v)| (k.clone(), (**v).clone()))
+            .collect(),
+    )?;
+
+    let namespace = ms.namespace().unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let existing = secrets.get_opt(&ms.target_name()).await?;
+    if let Err(conflict) = target::check_target(ms, existing.as_ref(), protected) {
+        return Err(conflict.into());
+    }
+    let provenance = Provenance {
+        kms_secret_name: ms.spec.secret_name.clone(),
+        version_id: primary.version_id.clone(),
+        version_stages: primary.stages.clone(),
+        synced_at: now,
+    };
+    let desired = target::desired_secret(ms, &data, &provenance);
+    if !target::needs_write(existing.as_ref(), &desired) {
+        return Ok(Synced {
+            primary,
+            wrote: None,
+        });
+    }
+    let action = write_action(ms, existing.as_ref());
+    let patch = serde_json::to_value(&desired)
+        .map_err(|e| Error::InvalidSpec(format!("cannot encode Secret: {e}")))?;
+    let mut patch = patch;
+    patch["apiVersion"] = json!("v1");
+    patch["kind"] = json!("Secret");
+    secrets
+        .patch(
+            &ms.target_name(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    Ok(Synced {
+        primary,
+        wrote: Some(action),
+    })
+}
+
+/// Event reason of a write: first creation, a new version, or a repair of drift.
+fn write_action(ms: &ManagedSecret, existing: Option<&Secret>) -> &'static str {
+    let Some(existing) = existing else {
+        return "Created";
+    };
+    let previous_version = existing
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(target::ANNOTATION_VERSION_ID));
+    let synced_version = ms
+        .status
+        .as_ref()
+        .and_then(|s| s.source.as_ref()?.version_id.as_ref());
+    match (previous_version, synced_version) {
+        (Some(on_secret), Some(in_status)) if on_secret == in_status => "DriftRepaired",
+        (None, _) => "Adopted",
+        _ => "Updated",
+    }
+}
+
+/// The target is the store's own credentials Secret: never write it.
+fn protected_secret(
+    reference: &Option<CredentialsSecretRef>,
+    credentials_namespace: &str,
+    ms: &ManagedSecret,
+) -> bool {
+    reference.as_ref().is_some_and(|r| {
+        r.name == ms.target_name() && credentials_namespace == ms.namespace().unwrap_or_default()
+    })
+}
+
+async fn fetch_all(
+    ms: &ManagedSecret,
+    ctx: &Context,
+    store: &ResolvedStore,
+) -> Result<BTreeMap<VersionSelector, Arc<FetchedVersion>>, Error> {
+    let source = ctx.sources.source(store)?;
+    let force = force_sync_requested(ms);
+    let mut fetched = BTreeMap::new();
+    for selector in render::required_selectors(&ms.spec) {
+        let key = FetchKey {
+            store: store.key.clone(),
+            secret_name: ms.spec.secret_name.clone(),
+            selector: selector.clone(),
+        };
+        let (source, name, wanted) = (
+            source.clone(),
+            ms.spec.secret_name.clone(),
+            selector.clone(),
+        );
+        let version = ctx
+            .coalescer
+            .get(key, force, move || {
+                async move { source.get_secret_value(&name, &wanted).await.map(Arc::new) }.boxed()
+            })
+            .await?;
+        fetched.insert(selector, version);
+    }
+    Ok(fetched)
+}
+
+fn force_sync_value(ms: &ManagedSecret) -> Option<String> {
+    ms.annotations().get(ANNOTATION_FORCE_SYNC).cloned()
+}
+
+fn force_sync_requested(ms: &ManagedSecret) -> bool {
+    let asked = force_sync_value(ms);
+    asked.is_some() && asked != ms.status.as_ref().and_then(|s| s.last_force_sync.clone())
+}
+
+fn success_status(
+    ms: &ManagedSecret,
+    synced: &Synced,
+    now: jiff::Timestamp,
+) -> ManagedSecretStatus {
+    let mut status = ms.status.clone().unwrap_or_default();
+    status.observed_generation = ms.metadata.generation;
+    let message = format!(
+        "Secret {} holds version {} of KMS secret {}",
+        ms.target_name(),
+        synced.primary.version_id,
+        ms.spec.secret_name
+    );
+    conditions::upsert(
+        &mut status.conditions,
+        conditions::condition(
+            types::READY,
+            true,
+            "Synced",
+            &message,
+            ms.metadata.generation,
+        ),
+        now,
+    );
+    conditions::upsert(
+        &mut status.conditions,
+        conditions::condition(
+            types::SYNCED,
+            true,
+            "Synced",
+            message,
+            ms.metadata.generation,
+        ),
+        now,
+    );
+    status.source = Some(SourceStatus {
+        version_id: Some(synced.primary.version_id.clone()),
+        version_stages: synced.primary.stages.clone(),
+        create_time: synced.primary.create_time.clone(),
+    });
+    if synced.wrote.is_some() || status.last_sync_time.is_none() {
+        status.last_sync_time = Some(now.to_string());
+    }
+    status.last_force_sync = force_sync_value(ms).or(status.last_force_sync);
+    status
+}
+
+fn failure_status(ms: &ManagedSecret, error: &Error, now: jiff::Timestamp) -> ManagedSecretStatus {
+    let mut status = ms.status.clone().unwrap_or_default();
+    status.observed_generation = ms.metadata.generation;
+    let message = error.to_string();
+    conditions::upsert(
+        &mut status.conditions,
+        conditions::condition(
+            types::READY,
+            false,
+            error.reason(),
+            &message,
+            ms.metadata.generation,
+        ),
+        now,
+    );
+    conditions::upsert(
+        &mut status.conditions,
+        conditions::condition(
+            types::SYNCED,
+            false,
+            error.reason(),
+            message,
+            ms.metadata.generation,
+        ),
+        now,
+    );
+    status
+}
+
+/// Patches the status only when it differs from what is stored (quiet when nothing changed).
+async fn write_status(
+    api: &Api<ManagedSecret>,
+    ms: &ManagedSecret,
+    status: ManagedSecretStatus,
+) -> Result<(), Error> {
+    if ms.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let patch =
+        json!({"apiVersion": "kmsync.io/v1alpha1", "kind": "ManagedSecret", "status": status});
+    api.patch_status(
+        &ms.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn publish(ctx: &Context, ms: &ManagedSecret, type_: EventType, reason: &str, note: String) {
+    let event = Event {
+        type_,
+        reason: reason.to_string(),
+        note: Some(note),
+        action: "Sync".into(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &ms.object_ref(&())).await {
+        tracing::warn!(%error, "cannot publish event");
+    }
+}
+
+fn deletion_policy(ms: &ManagedSecret) -> DeletionPolicy {
+    ms.spec
+        .target
+        .as_ref()
+        .map(|t| t.deletion_policy)
+        .unwrap_or_default()
+}
+
+/// Keeps the finalizer exactly when `deletionPolicy: Delete` needs it.
+async fn ensure_finalizer(api: &Api<ManagedSecret>, ms: &ManagedSecret) -> Result<(), Error> {
+    let has = ms.finalizers().iter().any(|f| f == FINALIZER);
+    let wants = deletion_policy(ms) == DeletionPolicy::Delete;
+    if has == wants {
+        return Ok(());
+    }
+    let mut finalizers: Vec<String> = ms
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    if wants {
+        finalizers.push(FINALIZER.into());
+    }
+    let patch =
+        json!({"metadata": {"finalizers": finalizers, "resourceVersion": ms.resource_version()}});
+    api.patch(
+        &ms.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// On deletion with `deletionPolicy: Delete`: remove our Secret (or only our keys under Merge),
+/// then release the finalizer. A Secret that is not ours is never touched.
+async fn finalize(
+    api: &Api<ManagedSecret>,
+    ms: &ManagedSecret,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    if !ms.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    let secrets: Api<Secret> =
+        Api::namespaced(ctx.client.clone(), &ms.namespace().unwrap_or_default());
+    if let Some(secret) = secrets.get_opt(&ms.target_name()).await? {
+        let ours = secret.annotations().get(target::ANNOTATION_OWNER) == Some(&ms.name_any());
+        let merge = ms
+            .spec
+            .target
+            .as_ref()
+            .is_some_and(|t| t.creation_policy == CreationPolicy::Merge);
+        if ours && merge {
+            // Applying an empty object with our field manager drops every field we own.
+            let patch = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": ms.target_name()}});
+            secrets
+                .patch(
+                    &ms.target_name(),
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&patch),
+                )
+                .await?;
+        } else if ours {
+            let preconditions = Preconditions {
+                uid: secret.uid(),
+                resource_version: None,
+            };
+            secrets
+                .delete(
+                    &ms.target_name(),
+                    &DeleteParams {
+                        preconditions: Some(preconditions),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+        }
+        publish(
+            ctx,
+            ms,
+            EventType::Normal,
+            "Deleted",
+            format!(
+                "Secret {} removed (deletionPolicy Delete)",
+                ms.target_name()
+            ),
+        )
+        .await;
+    }
+    let finalizers: Vec<String> = ms
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    let patch =
+        json!({"metadata": {"finalizers": finalizers, "resourceVersion": ms.resource_version()}});
+    api.patch(
+        &ms.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(Action::await_change())
+}
