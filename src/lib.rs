@@ -6,4 +6,5 @@
 #![forbid(unsafe_code)]
 
 pub mod crd;
+pub mod emulator;
 pub mod kms;

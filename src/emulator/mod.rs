@@ -1,0 +1,7 @@
+//! The local KMS Secrets Manager emulator (plus STS and ECS metadata) used by tests, demos and
+//! benchmarks: an HTTP server that the official SDKs cannot tell from the shared gateway.
+
+pub mod error;
+pub mod params;
+pub mod password;
+pub mod store;
