@@ -17,6 +17,11 @@ use serde::{Deserialize, Serialize};
 use super::error::KmsError;
 
 pub use lifecycle::{CreateSecretReq, ListSecretsReq};
+
+/// Validation rules shared with the seed loader.
+pub mod lifecycle_rules {
+    pub use super::lifecycle::{validate_data_type, validate_name, validate_version_id};
+}
 pub use versions::{GetSecretValueReq, PutSecretValueReq, UpdateStageReq};
 
 /// The built-in stage consumers read by default.
