@@ -221,7 +221,12 @@ fn verify_v1(
     let key = keyring.lookup(id, now)?.clone();
     let string_to_sign = sign::rpc_string_to_sign(req.method, &params.0);
     if sign::rpc_signature(&key.secret, &string_to_sign) != signature {
-        return Err(mismatch(cfg, &string_to_sign));
+        // The gateway echoes its string-to-sign; secret values are redacted from the echo.
+        let mut shown = params.0.clone();
+        if let Some(v) = shown.get_mut("SecretData") {
+            *v = "<redacted>".to_string();
+        }
+        return Err(mismatch(cfg, &sign::rpc_string_to_sign(req.method, &shown)));
     }
     check_token(&key, params.opt("SecurityToken"))?;
     if cfg.check_nonce {
@@ -344,7 +349,13 @@ mod tests {
         );
         let replay = run(v1_request(now, "n1", "testsecret"), &mut kr, now).unwrap_err();
         assert_eq!(replay.code, "SignatureNonceUsed");
-        let bad = run(v1_request(now, "n2", "wrong"), &mut kr, now).unwrap_err();
+        let mut q = v1_request(now, "n2", "wrong");
+        q.push(("SecretData".into(), "hunter2".into()));
+        let bad = run(q, &mut kr, now).unwrap_err();
+        assert!(
+            bad.message.contains("SecretData%3D%253Credacted%253E")
+                && !bad.message.contains("hunter2")
+        );
         assert_eq!(
             (bad.code.as_str(), bad.status),
             ("SignatureDoesNotMatch", 400)
