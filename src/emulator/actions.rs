@@ -66,6 +66,14 @@ pub fn dispatch(
 ) -> Result<Value, KmsError> {
     match action {
         "CreateSecret" => store.create_secret(create_req(p)?, now),
+        "GetSecretValue" if p.bool("DryRun", false)? => {
+            store.get_secret_value(&get_req(p)?, now)?;
+            Err(KmsError::new(
+                "DryRunOperationError",
+                412,
+                "Request would have succeeded, but DryRun flag is set.",
+            ))
+        }
         "GetSecretValue" => store.get_secret_value(&get_req(p)?, now),
         "BatchGetSecretValue" => store.batch_get_secret_value(&batch_reqs(p)?, now),
         "PutSecretValue" => store.put_secret_value(put_req(p)?, now),
@@ -408,6 +416,12 @@ mod tests {
             call(&mut store, "Nope", &[]).unwrap_err().code,
             "InvalidAction.NotFound"
         );
+        let dry = call(
+            &mut store,
+            "GetSecretValue",
+            &[("SecretName", "s"), ("DryRun", "true")],
+        );
+        assert_eq!(dry.unwrap_err().status, 412);
         assert_eq!(
             call(&mut store, "PutSecretValue", &[("SecretName", "s")])
                 .unwrap_err()
