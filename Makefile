@@ -2,12 +2,13 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 export KUBECTL ?= /usr/lib/google-cloud-sdk/bin/kubectl.1.33
 
-.PHONY: test lint unit integration controlplane controlplane-stop crds demo
+.PHONY: test lint unit sdk integration controlplane controlplane-stop crds demo
 
 ## test: formatting, lints, unit tests, then integration tests against a real local control plane.
-test: lint unit integration
+test: lint unit sdk integration
 
 lint:
 	$(CARGO) fmt --check
@@ -15,6 +16,12 @@ lint:
 
 unit:
 	$(CARGO) test
+
+## sdk: the official Alibaba Python SDK (in .venv) against the emulator, all signature modes.
+sdk:
+	scripts/sdk-venv.sh
+	$(CARGO) build --bin kmsync
+	KMSYNC_BIN=$(TARGET_DIR)/debug/kmsync .venv/bin/python -m pytest tests/sdk -q
 
 ## controlplane: build etcd + kube-apiserver from the Go module proxy (cached under ~/.cache).
 controlplane:

@@ -8,6 +8,8 @@
 pub mod admin;
 pub mod controller;
 pub mod crd;
+pub mod emulator;
 pub mod kms;
 pub mod metrics;
 pub mod render;
+pub mod telemetry;

@@ -3,27 +3,41 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
-#[derive(Parser, Debug)]
+#[derive(Debug, Parser)]
 #[command(
     name = "kmsync",
     version,
     about = "Sync and rotate Alibaba Cloud KMS secrets into Kubernetes Secrets"
 )]
 struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
 
-#[derive(Subcommand, Debug)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
 enum Command {
     /// Print every CustomResourceDefinition as YAML (what `crds/` holds).
     Crd,
+    /// Run the local KMS Secrets Manager emulator (with STS and ECS metadata).
+    Emulator(kmsync::emulator::cli::EmulatorArgs),
 }
 
-fn main() -> ExitCode {
-    match Cli::parse().command {
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    kmsync::telemetry::init(cli.log_format == LogFormat::Json);
+    match cli.command {
         Command::Crd => match kmsync::crd::render_yaml() {
             Ok(yaml) => {
                 print!("{yaml}");
@@ -34,5 +48,6 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Emulator(args) => kmsync::emulator::cli::run(args).await,
     }
 }

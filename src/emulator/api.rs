@@ -1,0 +1,177 @@
+//! The KMS/STS RPC endpoint (`POST /` or `GET /`): decode query and form, authenticate, apply
+//! faults and throttling, dispatch, count, persist, and answer with the gateway's JSON shapes.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use jiff::Timestamp;
+use serde_json::{Value, json};
+
+use super::actions::{self, KMS_VERSION};
+use super::auth::{self, RawRequest};
+use super::error::KmsError;
+use super::params::Params;
+use super::state::{AppState, lock};
+use super::sts::{self, STS_VERSION};
+
+fn decode(bytes: &[u8]) -> Vec<(String, String)> {
+    form_urlencoded::parse(bytes).into_owned().collect()
+}
+
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+        })
+}
+
+pub async fn handle(
+    State(state): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string().to_uppercase();
+    let form = if is_form(&headers) {
+        decode(&body)
+    } else {
+        Vec::new()
+    };
+    let raw = RawRequest {
+        method: method.as_str(),
+        path: uri.path(),
+        query: decode(uri.query().unwrap_or("").as_bytes()),
+        form,
+        headers: &headers,
+        body: &body,
+    };
+    let params = raw.params();
+    let action = raw
+        .header("x-acs-action")
+        .or_else(|| params.opt("Action"))
+        .unwrap_or("")
+        .to_string();
+    let result = process(&state, &raw, &params, &action).await;
+    let outcome = result
+        .as_ref()
+        .map_or_else(|e| e.code.as_str(), |_| "Success");
+    state
+        .metrics
+        .record(if action.is_empty() { "-" } else { &action }, outcome);
+    let secret = params.opt("SecretName").unwrap_or("-");
+    tracing::info!(action = %action, secret = %secret, outcome = %outcome, "kms emulator call");
+    let host = raw
+        .header("host")
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("kms.{}.aliyuncs.com", state.config.region_id));
+    respond(result, &request_id, &host)
+}
+
+async fn process(
+    state: &AppState,
+    raw: &RawRequest<'_>,
+    params: &Params,
+    action: &str,
+) -> Result<Value, KmsError> {
+    if action.is_empty() {
+        return Err(KmsError::missing("Action"));
+    }
+    let now = Timestamp::now();
+    let is_sts = sts::is_sts_action(action);
+    let anonymous_ok = action == "AssumeRoleWithOIDC" && raw.is_anonymous();
+    let caller = if anonymous_ok {
+        None
+    } else {
+        let mut keyring = lock(&state.keyring);
+        Some(auth::authenticate(
+            raw,
+            &mut keyring,
+            &state.config.auth,
+            now,
+        )?)
+    };
+    if !is_sts && !actions::is_kms_action(action) {
+        return Err(actions::unknown_action());
+    }
+    let version = raw
+        .header("x-acs-version")
+        .or_else(|| params.opt("Version"));
+    if version != Some(if is_sts { STS_VERSION } else { KMS_VERSION }) {
+        return Err(KmsError::new(
+            "InvalidVersion",
+            400,
+            "Specified parameter Version is not valid.",
+        ));
+    }
+    apply_faults(state, action).await?;
+    if is_sts {
+        let mut keyring = lock(&state.keyring);
+        return sts::dispatch(
+            action,
+            params,
+            caller.as_deref(),
+            &mut keyring,
+            &state.config.sts,
+            now,
+        );
+    }
+    let mut store = lock(&state.store);
+    let result = actions::dispatch(&mut store, action, params, state.store_now());
+    if result.is_ok() && actions::is_mutating(action) {
+        state.persist(&store);
+    }
+    result
+}
+
+async fn apply_faults(state: &AppState, action: &str) -> Result<(), KmsError> {
+    let (latency, injected) = {
+        let mut faults = lock(&state.faults);
+        faults.throttle(action, Instant::now())?;
+        (
+            faults.latency(action),
+            faults.injected_error(action, &mut rand::rng()),
+        )
+    };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    injected.map_or(Ok(()), Err)
+}
+
+fn respond(result: Result<Value, KmsError>, request_id: &str, host: &str) -> Response {
+    let (status, body) = match result {
+        Ok(mut body) => {
+            if let Value::Object(map) = &mut body {
+                map.insert("RequestId".into(), request_id.into());
+            }
+            (StatusCode::OK, body)
+        }
+        Err(e) => (
+            StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            json!({
+                "RequestId": request_id,
+                "HostId": host,
+                "Code": e.code,
+                "Message": e.message,
+                "HttpStatus": e.status,
+                "Recommend": format!(
+                    "https://api.aliyun.com/troubleshoot?q={}&product=Kms&requestId={request_id}",
+                    e.code
+                ),
+            }),
+        ),
+    };
+    let mut response = (status, axum::Json(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        response.headers_mut().insert("x-acs-request-id", v);
+    }
+    response
+}
