@@ -30,7 +30,7 @@ enum Command {
     /// Print every CustomResourceDefinition as YAML (what `crds/` holds).
     Crd,
     /// Run the local KMS Secrets Manager emulator (with STS and ECS metadata).
-    Emulator(kmsync::emulator::cli::EmulatorArgs),
+    Emulator(Box<kmsync::emulator::cli::EmulatorArgs>),
 }
 
 #[tokio::main]
@@ -48,6 +48,6 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Emulator(args) => kmsync::emulator::cli::run(args).await,
+        Command::Emulator(args) => kmsync::emulator::cli::run(*args).await,
     }
 }
