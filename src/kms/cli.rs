@@ -1,0 +1,1 @@
+//! `kmsync kms`: the `aliyun kms` command line.
