@@ -22,6 +22,15 @@ fn fast_policy(max_attempts: u32) -> RetryPolicy {
 }
 
 fn client(url: &str, policy: RetryPolicy, budget: RetryBudget) -> KmsClient {
+    client_with_timeout(url, policy, budget, Duration::from_secs(5))
+}
+
+fn client_with_timeout(
+    url: &str,
+    policy: RetryPolicy,
+    budget: RetryBudget,
+    request_timeout: Duration,
+) -> KmsClient {
     let creds = Credentials::access_key("testid", "testsecret");
     let mut config = KmsClientConfig::new(
         Endpoint::parse(url).unwrap(),
@@ -31,7 +40,7 @@ fn client(url: &str, policy: RetryPolicy, budget: RetryBudget) -> KmsClient {
     config.retry_budget = Some(Arc::new(budget));
     config.http = HttpOptions {
         connect_timeout: Duration::from_secs(2),
-        request_timeout: Duration::from_millis(300),
+        request_timeout,
         ca_bundle_pem: None,
     };
     KmsClient::new(config).unwrap()
@@ -227,7 +236,12 @@ async fn connection_refused_is_a_transport_error() {
 async fn timeouts_are_retried_then_reported() {
     let hang: Behaviour = Arc::new(|_| None);
     let stub = spawn(hang).await;
-    let kms = client(&stub.url(), fast_policy(2), big_budget());
+    let kms = client_with_timeout(
+        &stub.url(),
+        fast_policy(2),
+        big_budget(),
+        Duration::from_millis(300),
+    );
     let err = kms
         .get_secret_value(&GetSecretValueRequest::current("db"))
         .await
@@ -238,7 +252,12 @@ async fn timeouts_are_retried_then_reported() {
 
     let slow_then_ok: Behaviour = Arc::new(|req| if req.n <= 2 { None } else { Some(secret_ok()) });
     let stub = spawn(slow_then_ok).await;
-    let kms = client(&stub.url(), fast_policy(3), big_budget());
+    let kms = client_with_timeout(
+        &stub.url(),
+        fast_policy(3),
+        big_budget(),
+        Duration::from_millis(500),
+    );
     kms.get_secret_value(&GetSecretValueRequest::current("db"))
         .await
         .unwrap();

@@ -212,3 +212,21 @@ pub async fn send(
     api.retry_after = retry_hint(&headers);
     Err(KmsError::Api(Box::new(api)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_ca_bundle_is_a_configuration_error() {
+        for pem in [&b"not a certificate"[..], b""] {
+            let options = HttpOptions {
+                ca_bundle_pem: Some(pem.to_vec()),
+                ..HttpOptions::default()
+            };
+            let err = http_client(&options, "kms.example.internal").unwrap_err();
+            assert_eq!(err.reason(), "InvalidConfiguration");
+        }
+        assert!(http_client(&HttpOptions::default(), "127.0.0.1:8080").is_ok());
+    }
+}
