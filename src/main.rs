@@ -31,6 +31,9 @@ enum Command {
     Crd,
     /// Run the local KMS Secrets Manager emulator (with STS and ECS metadata).
     Emulator(Box<kmsync::emulator::cli::EmulatorArgs>),
+    /// Call Alibaba Cloud KMS with the `aliyun kms` syntax, e.g.
+    /// `kmsync kms GetSecretValue --SecretName db_cred`.
+    Kms(Box<kmsync::kms::cli::KmsArgs>),
 }
 
 #[tokio::main]
@@ -49,5 +52,6 @@ async fn main() -> ExitCode {
             }
         },
         Command::Emulator(args) => kmsync::emulator::cli::run(*args).await,
+        Command::Kms(args) => kmsync::kms::cli::run(*args).await,
     }
 }
