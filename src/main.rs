@@ -27,6 +27,8 @@ enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the operator: sync ManagedSecrets into Secrets and report status.
+    Run(Box<kmsync::controller::run::RunArgs>),
     /// Print every CustomResourceDefinition as YAML (what `crds/` holds).
     Crd,
     /// Run the local KMS Secrets Manager emulator (with STS and ECS metadata).
@@ -41,6 +43,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     kmsync::telemetry::init(cli.log_format == LogFormat::Json);
     match cli.command {
+        Command::Run(args) => run(&args).await,
         Command::Crd => match kmsync::crd::render_yaml() {
             Ok(yaml) => {
                 print!("{yaml}");
@@ -53,5 +56,31 @@ async fn main() -> ExitCode {
         },
         Command::Emulator(args) => kmsync::emulator::cli::run(*args).await,
         Command::Kms(args) => kmsync::kms::cli::run(*args).await,
+    }
+}
+
+async fn run(args: &kmsync::controller::run::RunArgs) -> ExitCode {
+    let options = match args.options() {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("kmsync run: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let client = match kube::Client::try_default().await {
+        Ok(client) => client,
+        Err(error) => {
+            eprintln!(
+                "kmsync run: no Kubernetes client (in-cluster config or KUBECONFIG): {error}"
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    match kmsync::controller::run::run(client, options).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("kmsync run: {error}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -106,6 +106,16 @@ pub fn primary_selector(spec: &ManagedSecretSpec) -> VersionSelector {
     }
 }
 
+/// Whether a missing `selector` may simply be left out: only optional entries read it.
+pub fn selector_is_optional(spec: &ManagedSecretSpec, selector: &VersionSelector) -> bool {
+    *selector != primary_selector(spec)
+        && spec
+            .data
+            .iter()
+            .filter(|m| mapping_selector(spec, m) == *selector)
+            .all(|m| m.optional)
+}
+
 /// Every version the spec needs: the primary one and any per-key override.
 pub fn required_selectors(spec: &ManagedSecretSpec) -> BTreeSet<VersionSelector> {
     let mut selectors = BTreeSet::from([primary_selector(spec)]);
@@ -147,10 +157,19 @@ pub fn render(
         out.extend(extract_all(primary)?);
     }
     for mapping in &spec.data {
-        let version = lookup(mapping_selector(spec, mapping))?;
+        let selector = mapping_selector(spec, mapping);
+        let version = match fetched.get(&selector) {
+            Some(version) => version,
+            None if mapping.optional => continue,
+            None => return Err(RenderError::NotFetched(selector)),
+        };
         let bytes = match &mapping.property {
             None => version.data.clone(),
-            Some(property) => property_bytes(version, &mapping.key, property)?,
+            Some(property) => match property_bytes(version, &mapping.key, property) {
+                Ok(bytes) => bytes,
+                Err(RenderError::PropertyNotFound { .. }) if mapping.optional => continue,
+                Err(error) => return Err(error),
+            },
         };
         out.insert(mapping.key.clone(), bytes);
     }
@@ -419,6 +438,27 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(error, RenderError::NotFetched(stage("ACSPrevious")));
+    }
+
+    #[test]
+    fn optional_entries_are_left_out_when_missing() {
+        let s = spec(serde_json::json!({"data": [
+            {"key": "password", "property": "pwd"},
+            {"key": "password-previous", "property": "pwd", "versionStage": "ACSPrevious", "optional": true},
+            {"key": "token", "property": "tok", "optional": true}]}));
+        assert!(selector_is_optional(&s, &stage("ACSPrevious")));
+        assert!(!selector_is_optional(&s, &stage("ACSCurrent")));
+        let current = version("v1", &["ACSCurrent"], r#"{"pwd":"p"}"#);
+        let data = render(&s, &fetched(&[(stage("ACSCurrent"), current)])).unwrap();
+        assert_eq!(data.0.keys().collect::<Vec<_>>(), ["password"]);
+    }
+
+    #[test]
+    fn an_optional_entry_does_not_excuse_a_required_one_on_the_same_version() {
+        let s = spec(serde_json::json!({"data": [
+            {"key": "a", "property": "x", "versionStage": "Blue", "optional": true},
+            {"key": "b", "property": "y", "versionStage": "Blue"}]}));
+        assert!(!selector_is_optional(&s, &stage("Blue")));
     }
 
     #[test]

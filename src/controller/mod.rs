@@ -3,8 +3,11 @@
 
 pub mod error;
 pub mod fetch;
+pub mod kms_source;
 pub mod reconcile;
+pub mod run;
 pub mod schedule;
 pub mod source;
+pub mod store_check;
 pub mod stores;
 pub mod target;

@@ -54,6 +54,7 @@ pub struct Context {
     pub sources: Arc<dyn SourceFactory>,
     pub coalescer: Coalescer,
     pub settings: Settings,
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Consecutive failures per object UID, for backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -72,6 +73,7 @@ impl Context {
         recorder: Recorder,
         sources: Arc<dyn SourceFactory>,
         settings: Settings,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Self {
         Self {
             client,
@@ -79,6 +81,7 @@ impl Context {
             sources,
             coalescer: Coalescer::new(Duration::from_secs(5)),
             settings,
+            metrics,
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -112,10 +115,16 @@ pub async fn reconcile(ms: Arc<ManagedSecret>, ctx: Arc<Context>) -> Result<Acti
     let uid = ms.uid().unwrap_or_default();
     let now = jiff::Timestamp::now();
     let interval = schedule::refresh_interval(ms.spec.refresh_interval.as_deref());
+    let started = std::time::Instant::now();
     let outcome = match &interval {
         Ok(_) => sync(&ms, &ctx, now).await,
         Err(message) => Err(Error::InvalidSpec(message.clone())),
     };
+    let seconds = started.elapsed().as_secs_f64();
+    match &outcome {
+        Ok(_) => ctx.metrics.reconciled("success", "Synced", seconds),
+        Err(error) => ctx.metrics.reconciled("failure", error.reason(), seconds),
+    }
     match outcome {
         Ok(synced) => {
             ctx.clear_failures(&uid);
@@ -243,7 +252,7 @@ async fn sync(ms: &ManagedSecret, ctx: &Context, now: jiff::Timestamp) -> Result
             wrote: None,
         });
     }
-    let action = write_action(ms, existing.as_ref());
+    let action = write_action(existing.as_ref(), &primary.version_id);
     let patch = serde_json::to_value(&desired)
         .map_err(|e| Error::InvalidSpec(format!("cannot encode Secret: {e}")))?;
     let mut patch = patch;
@@ -262,24 +271,16 @@ async fn sync(ms: &ManagedSecret, ctx: &Context, now: jiff::Timestamp) -> Result
     })
 }
 
-/// Event reason of a write: first creation, a new version, or a repair of drift.
-fn write_action(ms: &ManagedSecret, existing: Option<&Secret>) -> &'static str {
+/// Event reason of a write: first creation, taking over an existing Secret, a new version, or a
+/// repair of drift (same version, but a managed key or label was edited).
+fn write_action(existing: Option<&Secret>, new_version_id: &str) -> &'static str {
     let Some(existing) = existing else {
         return "Created";
     };
-    let previous_version = existing
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(target::ANNOTATION_VERSION_ID));
-    let synced_version = ms
-        .status
-        .as_ref()
-        .and_then(|s| s.source.as_ref()?.version_id.as_ref());
-    match (previous_version, synced_version) {
-        (Some(on_secret), Some(in_status)) if on_secret == in_status => "DriftRepaired",
-        (None, _) => "Adopted",
-        _ => "Updated",
+    match existing.annotations().get(target::ANNOTATION_VERSION_ID) {
+        None => "Adopted",
+        Some(on_secret) if on_secret == new_version_id => "DriftRepaired",
+        Some(_) => "Updated",
     }
 }
 
@@ -313,13 +314,21 @@ async fn fetch_all(
             ms.spec.secret_name.clone(),
             selector.clone(),
         );
-        let version = ctx
+        let read = ctx
             .coalescer
             .get(key, force, move || {
                 async move { source.get_secret_value(&name, &wanted).await.map(Arc::new) }.boxed()
             })
-            .await?;
-        fetched.insert(selector, version);
+            .await;
+        match read {
+            Ok(version) => {
+                fetched.insert(selector, version);
+            }
+            Err(error)
+                if error.reason == "VersionNotFound"
+                    && render::selector_is_optional(&ms.spec, &selector) => {}
+            Err(error) => return Err(error.into()),
+        }
     }
     Ok(fetched)
 }

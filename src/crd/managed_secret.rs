@@ -112,6 +112,10 @@ pub struct DataMapping {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[A-Za-z0-9_.-]{1,64}$"))]
     pub version_id: Option<String>,
+    /// Leave this key out (instead of failing the whole sync) when its version or property does
+    /// not exist, e.g. `ACSPrevious` before the first rotation.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub optional: bool,
 }
 
 /// Bulk mapping of a JSON value's top-level keys.

@@ -1,0 +1,272 @@
+//! The real [`SourceFactory`]: turns a resolved store into a cached [`KmsClient`] and KMS errors
+//! into condition reasons. The only place where the controller meets the KMS client.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+
+use crate::controller::error::SourceError;
+use crate::controller::source::{ResolvedStore, SecretSource, SourceFactory, StoreCredentials};
+use crate::crd::store::Network as StoreNetwork;
+use crate::kms::actions::{GetSecretValueRequest, ListSecretsRequest};
+use crate::kms::credentials::assume_role::AssumeRoleOptions;
+use crate::kms::credentials::chain::ChainOptions;
+use crate::kms::credentials::ecs::EcsOptions;
+use crate::kms::credentials::rrsa::RrsaOptions;
+use crate::kms::credentials::{
+    AssumeRoleProvider, DefaultChain, EcsRamRoleProvider, OidcToken, RrsaProvider, StaticProvider,
+};
+use crate::kms::endpoint::is_loopback_host;
+use crate::kms::transport::HttpOptions;
+use crate::kms::{
+    CredentialProvider, Credentials, Endpoint, KmsClient, KmsClientConfig, KmsError, Network,
+};
+use crate::render::{DEFAULT_STAGE, FetchedVersion, VersionSelector};
+
+/// Operator-wide settings that shape every client.
+#[derive(Clone, Debug, Default)]
+pub struct KmsSourceSettings {
+    /// STS endpoint for RRSA and AssumeRole; default: the store's loopback endpoint (the emulator
+    /// serves STS too), else `sts[-vpc].<region>.aliyuncs.com`.
+    pub sts_endpoint: Option<Endpoint>,
+    /// Metadata service for ECS RAM roles (tests point it at loopback).
+    pub metadata_base: Option<String>,
+}
+
+/// Builds one client per store and rebuilds it when the store or its credentials change.
+#[derive(Default)]
+pub struct KmsSourceFactory {
+    settings: KmsSourceSettings,
+    clients: Mutex<HashMap<String, (ResolvedStore, Arc<KmsSource>)>>,
+}
+
+impl std::fmt::Debug for KmsSourceFactory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KmsSourceFactory")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KmsSourceFactory {
+    pub fn new(settings: KmsSourceSettings) -> Self {
+        Self {
+            settings,
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn build(&self, store: &ResolvedStore) -> Result<KmsSource, KmsError> {
+        let connection = &store.connection;
+        let network = match connection.network {
+            Some(StoreNetwork::Vpc) => Network::Vpc,
+            _ => Network::Public,
+        };
+        let endpoint = match &connection.endpoint {
+            Some(url) => Endpoint::parse(url)?,
+            None => Endpoint::for_region(&connection.region_id, network)?,
+        };
+        let http = HttpOptions {
+            ca_bundle_pem: connection
+                .ca_bundle
+                .as_ref()
+                .map(|pem| pem.as_bytes().to_vec()),
+            ..HttpOptions::default()
+        };
+        let sts_endpoint = match &self.settings.sts_endpoint {
+            Some(sts) => sts.clone(),
+            None if connection.endpoint.is_some() && is_loopback_host(endpoint.host()) => {
+                endpoint.clone()
+            }
+            None => Endpoint::for_product("sts", &connection.region_id, network)?,
+        };
+        let mut provider = self.credentials(store, &sts_endpoint, &http)?;
+        if let Some(assume) = &connection.auth.assume_role {
+            let options = AssumeRoleOptions {
+                role_arn: assume.role_arn.clone(),
+                role_session_name: assume
+                    .session_name
+                    .clone()
+                    .or_else(|| Some("kmsync".into())),
+                duration_seconds: assume.duration_seconds.map(|d| d as u32),
+                policy: None,
+                external_id: assume.external_id.clone(),
+                sts_endpoint: sts_endpoint.clone(),
+                http: http.clone(),
+            };
+            provider = Arc::new(AssumeRoleProvider::new(provider, options)?);
+        }
+        let mut config = KmsClientConfig::new(endpoint, provider);
+        config.http = http;
+        Ok(KmsSource {
+            client: Arc::new(KmsClient::new(config)?),
+        })
+    }
+
+    fn credentials(
+        &self,
+        store: &ResolvedStore,
+        sts_endpoint: &Endpoint,
+        http: &HttpOptions,
+    ) -> Result<Arc<dyn CredentialProvider>, KmsError> {
+        Ok(match &store.credentials {
+            StoreCredentials::AccessKey {
+                id,
+                secret,
+                security_token,
+            } => {
+                let mut credentials = Credentials::access_key(id.clone(), secret.clone());
+                if let Some(token) = security_token {
+                    credentials = credentials.with_security_token(token.clone());
+                }
+                Arc::new(StaticProvider::new(credentials))
+            }
+            StoreCredentials::Rrsa {
+                role_arn,
+                oidc_provider_arn,
+                token,
+                session_name,
+            } => {
+                let token = if token.is_empty() {
+                    let path = std::env::var("ALIBABA_CLOUD_OIDC_TOKEN_FILE").map_err(|_| {
+                        KmsError::Config(
+                            "RRSA without serviceAccountRef needs the operator's token file (ALIBABA_CLOUD_OIDC_TOKEN_FILE)".into(),
+                        )
+                    })?;
+                    OidcToken::File(path.into())
+                } else {
+                    OidcToken::Token(token.clone().into())
+                };
+                Arc::new(RrsaProvider::new(RrsaOptions {
+                    role_arn: role_arn.clone(),
+                    oidc_provider_arn: oidc_provider_arn.clone(),
+                    token,
+                    role_session_name: session_name.clone().or_else(|| Some("kmsync".into())),
+                    duration_seconds: None,
+                    policy: None,
+                    sts_endpoint: sts_endpoint.clone(),
+                    http: http.clone(),
+                })?)
+            }
+            StoreCredentials::EcsRamRole { role_name } => {
+                let mut options = EcsOptions {
+                    role_name: role_name.clone(),
+                    ..EcsOptions::default()
+                };
+                if let Some(base) = &self.settings.metadata_base {
+                    options.metadata_base = base.clone();
+                }
+                Arc::new(EcsRamRoleProvider::new(options)?)
+            }
+            StoreCredentials::DefaultChain => {
+                let options = ChainOptions {
+                    sts_endpoint: self.settings.sts_endpoint.clone(),
+                    metadata_base: self.settings.metadata_base.clone(),
+                    ..ChainOptions::default()
+                };
+                Arc::new(DefaultChain::from_env(options)?)
+            }
+        })
+    }
+}
+
+impl SourceFactory for KmsSourceFactory {
+    fn source(&self, store: &ResolvedStore) -> Result<Arc<dyn SecretSource>, SourceError> {
+        let mut clients = self.clients.lock().expect("clients lock");
+        if let Some((built_for, source)) = clients.get(&store.key)
+            && built_for == store
+        {
+            return Ok(source.clone());
+        }
+        let source = Arc::new(self.build(store).map_err(|e| source_error(&e, None))?);
+        clients.insert(store.key.clone(), (store.clone(), source.clone()));
+        Ok(source)
+    }
+}
+
+/// Reads through one store's client.
+#[derive(Debug)]
+pub struct KmsSource {
+    client: Arc<KmsClient>,
+}
+
+impl SecretSource for KmsSource {
+    fn get_secret_value(
+        &self,
+        secret_name: &str,
+        selector: &VersionSelector,
+    ) -> BoxFuture<'static, Result<FetchedVersion, SourceError>> {
+        let client = self.client.clone();
+        let mut request = GetSecretValueRequest::current(secret_name);
+        match selector {
+            VersionSelector::Stage(stage) => request.version_stage = Some(stage.clone()),
+            VersionSelector::Id(id) => request.version_id = Some(id.clone()),
+        }
+        let selector = selector.clone();
+        async move {
+            let response = client
+                .get_secret_value(&request)
+                .await
+                .map_err(|e| source_error(&e, Some(&selector)))?;
+            let data = response
+                .value_bytes()
+                .map_err(|e| source_error(&e, Some(&selector)))?;
+            Ok(FetchedVersion {
+                version_id: response.version_id.clone(),
+                stages: response.version_stages.clone(),
+                data: data.expose().to_vec(),
+                create_time: response.create_time.clone(),
+            })
+        }
+        .boxed()
+    }
+
+    fn check(&self) -> BoxFuture<'static, Result<(), SourceError>> {
+        let client = self.client.clone();
+        async move {
+            let request = ListSecretsRequest {
+                page_size: Some(1),
+                ..ListSecretsRequest::default()
+            };
+            client
+                .list_secrets(&request)
+                .await
+                .map(|_| ())
+                .map_err(|e| source_error(&e, None))
+        }
+        .boxed()
+    }
+}
+
+/// Maps a client error to a condition reason. "Not found" for the default stage means the secret
+/// itself is missing; for any other selector, that version or stage is.
+pub fn source_error(error: &KmsError, selector: Option<&VersionSelector>) -> SourceError {
+    let reason = match error.reason() {
+        "NotFound" => match selector {
+            Some(VersionSelector::Stage(stage)) if stage != DEFAULT_STAGE => "VersionNotFound",
+            Some(VersionSelector::Id(_)) => "VersionNotFound",
+            _ => "SecretNotFound",
+        },
+        "Unavailable" | "Transport" | "Timeout" => "KmsUnavailable",
+        "PendingDeletion" => "SecretPendingDeletion",
+        "InvalidConfiguration" => "InvalidStore",
+        other => other,
+    };
+    let transient = error.is_retryable()
+        || matches!(
+            reason,
+            "Throttled" | "KmsUnavailable" | "CredentialsUnavailable" | "ClockSkew" | "Unknown"
+        );
+    let what = match selector {
+        Some(selector) => format!("reading {selector} from KMS"),
+        None => "calling KMS".to_string(),
+    };
+    SourceError {
+        reason,
+        message: format!("{what}: {error}"),
+        transient,
+        retry_after: None,
+    }
+}

@@ -1,0 +1,240 @@
+//! Wiring of `kmsync run`: the ManagedSecret controller (watching our Secrets by label and metadata
+//! only, and the stores), the store checks, the admin server and graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+
+use crate::admin::{self, Health};
+use crate::controller::kms_source::{KmsSourceFactory, KmsSourceSettings};
+use crate::controller::reconcile::{self, Context, Settings};
+use crate::controller::store_check;
+use crate::controller::target::{ANNOTATION_OWNER, LABEL_MANAGED};
+use crate::crd::managed_secret::StoreKind;
+use crate::crd::{ClusterSecretStore, ManagedSecret, SecretStore};
+use crate::metrics::Metrics;
+
+/// Options of `kmsync run`.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Watch one namespace only; `None`: the whole cluster.
+    pub namespace: Option<String>,
+    pub concurrency: u16,
+    pub admin_addr: SocketAddr,
+    pub settings: Settings,
+    pub kms: KmsSourceSettings,
+    /// Event reporter instance (the pod name).
+    pub instance: Option<String>,
+}
+
+fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs until SIGTERM/SIGINT. Errors only when start-up fails.
+pub async fn run(
+    client: Client,
+    options: RunOptions,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let metrics = Arc::new(Metrics::default());
+    let health = Arc::new(Health::default());
+    let bound = admin::serve(
+        options.admin_addr,
+        admin::router(health.clone(), metrics.clone()),
+    )
+    .await?;
+    tracing::info!(admin = %bound, namespace = ?options.namespace, "kmsync starting");
+
+    let reporter = Reporter {
+        controller: "kmsync".into(),
+        instance: options.instance.clone(),
+    };
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        Recorder::new(client.clone(), reporter),
+        Arc::new(KmsSourceFactory::new(options.kms.clone())),
+        options.settings.clone(),
+        metrics,
+    ));
+    let config = ControllerConfig::default().concurrency(options.concurrency);
+
+    let managed = Controller::new(
+        api::<ManagedSecret>(&client, &options.namespace),
+        watcher::Config::default().any_semantic(),
+    )
+    .with_config(config.clone());
+    let cache = managed.store();
+    // Metadata only, and only Secrets we labelled: memory follows managed Secrets, not the cluster.
+    let secrets = watcher(
+        api::<PartialObjectMeta<Secret>>(&client, &options.namespace),
+        watcher::Config::default().labels(&format!("{LABEL_MANAGED}=true")),
+    )
+    .touched_objects()
+    .default_backoff();
+    let (by_store, by_cluster_store) = (cache.clone(), cache.clone());
+    let managed = managed
+        .watches_stream(secrets, |secret| {
+            let owner = secret.annotations().get(ANNOTATION_OWNER).cloned();
+            owner.map(|name| ObjectRef::new(&name).within(&secret.namespace().unwrap_or_default()))
+        })
+        .watches(
+            api::<SecretStore>(&client, &options.namespace),
+            watcher::Config::default(),
+            move |store| {
+                let namespace = store.namespace();
+                readers(
+                    &by_store,
+                    StoreKind::SecretStore,
+                    &store.name_any(),
+                    namespace.as_deref(),
+                )
+            },
+        )
+        .watches(
+            Api::<ClusterSecretStore>::all(client.clone()),
+            watcher::Config::default(),
+            move |store| {
+                readers(
+                    &by_cluster_store,
+                    StoreKind::ClusterSecretStore,
+                    &store.name_any(),
+                    None,
+                )
+            },
+        )
+        .graceful_shutdown_on(shutdown_signal())
+        .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
+        .for_each(|_| async {});
+
+    let stores = Controller::new(
+        api::<SecretStore>(&client, &options.namespace),
+        watcher::Config::default(),
+    )
+    .graceful_shutdown_on(shutdown_signal())
+    .run(
+        store_check::reconcile_secret_store,
+        store_check::error_policy,
+        ctx.clone(),
+    )
+    .for_each(|_| async {});
+    let cluster_stores = Controller::new(
+        Api::<ClusterSecretStore>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .graceful_shutdown_on(shutdown_signal())
+    .run(
+        store_check::reconcile_cluster_store,
+        store_check::error_policy,
+        ctx.clone(),
+    )
+    .for_each(|_| async {});
+
+    let readiness = async move {
+        if cache.wait_until_ready().await.is_ok() {
+            health.set_ready(true);
+            tracing::info!("caches synced; ready");
+        }
+        futures::future::pending::<()>().await
+    };
+    tokio::select! {
+        _ = futures::future::join3(managed, stores, cluster_stores) => {},
+        _ = readiness => {},
+    }
+    tracing::info!("kmsync stopped");
+    Ok(())
+}
+
+/// ManagedSecrets that read through the named store.
+fn readers(
+    cache: &kube::runtime::reflector::Store<ManagedSecret>,
+    kind: StoreKind,
+    name: &str,
+    namespace: Option<&str>,
+) -> Vec<ObjectRef<ManagedSecret>> {
+    cache
+        .state()
+        .iter()
+        .filter(|ms| ms.spec.store_ref.kind == kind && ms.spec.store_ref.name == name)
+        .filter(|ms| namespace.is_none() || ms.namespace().as_deref() == namespace)
+        .map(|ms| ObjectRef::from_obj(ms.as_ref()))
+        .collect()
+}
+
+async fn shutdown_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = terminate.recv() => {},
+    }
+}
+
+/// Command-line flags of `kmsync run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Watch only this namespace (default: the whole cluster).
+    #[arg(long, env = "KMSYNC_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// ManagedSecrets reconciled at once.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: u16,
+    /// Address of /live, /ready and /metrics.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub admin_addr: SocketAddr,
+    /// First retry delay after a failed sync, in milliseconds (doubles up to --backoff-max-ms).
+    #[arg(long, default_value_t = 5_000)]
+    pub backoff_base_ms: u64,
+    #[arg(long, default_value_t = 300_000)]
+    pub backoff_max_ms: u64,
+    /// STS endpoint for RRSA and AssumeRole (default: derived from the store).
+    #[arg(long, env = "KMSYNC_STS_ENDPOINT")]
+    pub sts_endpoint: Option<String>,
+    /// ECS metadata service base URL (default http://100.100.100.200).
+    #[arg(long, env = "KMSYNC_METADATA_BASE", hide = true)]
+    pub metadata_base: Option<String>,
+    /// Event reporter instance, normally the pod name.
+    #[arg(long, env = "POD_NAME")]
+    pub instance: Option<String>,
+}
+
+impl RunArgs {
+    pub fn options(&self) -> Result<RunOptions, String> {
+        let sts_endpoint = self
+            .sts_endpoint
+            .as_deref()
+            .map(crate::kms::Endpoint::parse)
+            .transpose()
+            .map_err(|e| format!("--sts-endpoint: {e}"))?;
+        Ok(RunOptions {
+            namespace: self.namespace.clone(),
+            concurrency: self.concurrency.max(1),
+            admin_addr: self.admin_addr,
+            settings: Settings {
+                backoff_base: std::time::Duration::from_millis(self.backoff_base_ms.max(1)),
+                backoff_max: std::time::Duration::from_millis(
+                    self.backoff_max_ms.max(self.backoff_base_ms),
+                ),
+            },
+            kms: KmsSourceSettings {
+                sts_endpoint,
+                metadata_base: self.metadata_base.clone(),
+            },
+            instance: self.instance.clone(),
+        })
+    }
+}
