@@ -1,0 +1,605 @@
+//! The sync controller end to end: the operator binary against a real kube-apiserver and the KMS
+//! emulator. Each test has its own namespace, emulator and operator.
+#![cfg(feature = "integration")]
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::events::v1::Event;
+use kmsync::crd::SecretStore;
+use kmsync::emulator::{ErrorRule, FaultConfig};
+use kmsync::kms::SecretString;
+use kmsync::kms::actions::{CreateSecretRequest, DeleteSecretRequest};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use serde_json::json;
+use support::sync::{SyncEnv, wait_for};
+
+fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+async fn wait_ready(env: &SyncEnv, name: &str, status: &str, reason: &str) {
+    wait_for(&format!("{name} Ready={status} ({reason})"), 60, || async {
+        env.ready(name)
+            .await
+            .filter(|(s, r)| s == status && r == reason)
+    })
+    .await;
+}
+
+async fn events(env: &SyncEnv) -> Vec<Event> {
+    Api::<Event>::namespaced(env.client.clone(), &env.namespace)
+        .list(&ListParams::default())
+        .await
+        .expect("list events")
+        .items
+}
+
+#[tokio::test]
+async fn first_sync_then_a_new_version_through_force_sync() {
+    let env = SyncEnv::start("sync-first").await;
+    env.create_kms_secret("db_cred", "v1", r#"{"uname":"alice","pwd":"p1"}"#)
+        .await;
+    env.apply_managed_secret("db-cred", "db_cred", json!({"data": [
+        {"key": "username", "property": "uname"},
+        {"key": "password", "property": "pwd"},
+        {"key": "password-previous", "property": "pwd", "versionStage": "ACSPrevious", "optional": true}]}))
+        .await;
+    wait_ready(&env, "db-cred", "True", "Synced").await;
+    assert_eq!(
+        env.secret_data("db-cred").await.unwrap(),
+        map(&[("username", "alice"), ("password", "p1")])
+    );
+    let secret = env.secrets().get("db-cred").await.unwrap();
+    let annotations = secret.metadata.annotations.unwrap();
+    assert_eq!(annotations["kmsync.io/kms-version-id"], "v1");
+    assert_eq!(annotations["kmsync.io/kms-secret-name"], "db_cred");
+    assert_eq!(secret.metadata.labels.unwrap()["kmsync.io/managed"], "true");
+    let status = env
+        .managed_secrets()
+        .get("db-cred")
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(status.source.unwrap().version_id.as_deref(), Some("v1"));
+    assert!(status.last_sync_time.is_some());
+
+    let store: SecretStore = Api::namespaced(env.client.clone(), &env.namespace)
+        .get("kms")
+        .await
+        .unwrap();
+    let ready = store
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("True", "Valid")
+    );
+
+    env.put_kms_value("db_cred", "v2", r#"{"uname":"alice","pwd":"p2"}"#, None)
+        .await;
+    env.force_sync("db-cred").await;
+    let data = wait_for("v2 in the Secret", 60, || async {
+        env.secret_data("db-cred")
+            .await
+            .filter(|d| d.get("password").map(String::as_str) == Some("p2"))
+    })
+    .await;
+    assert_eq!(
+        data,
+        map(&[
+            ("username", "alice"),
+            ("password", "p2"),
+            ("password-previous", "p1")
+        ])
+    );
+    let reasons: Vec<String> = events(&env)
+        .await
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    assert!(
+        reasons.contains(&"Created".to_string()) && reasons.contains(&"Updated".to_string()),
+        "{reasons:?}"
+    );
+}
+
+#[tokio::test]
+async fn unchanged_refresh_writes_nothing_and_a_new_version_arrives_by_refresh() {
+    let env = SyncEnv::start("sync-refresh").await;
+    env.create_kms_secret("app", "v1", "first").await;
+    env.apply_managed_secret("app", "app", json!({"refreshInterval": "10s"}))
+        .await;
+    wait_ready(&env, "app", "True", "Synced").await;
+    // Let the writes of the first sync settle, then take the baseline.
+    let baseline_reads = wait_for("one refresh after the first sync", 60, || async {
+        let reads = env.calls("GetSecretValue");
+        (reads >= 2).then_some(reads)
+    })
+    .await;
+    let secret_rv = env
+        .secrets()
+        .get("app")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    let ms_rv = env
+        .managed_secrets()
+        .get("app")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    wait_for("two more periodic refreshes", 60, || async {
+        (env.calls("GetSecretValue") >= baseline_reads + 2).then_some(())
+    })
+    .await;
+    assert_eq!(
+        env.secrets()
+            .get("app")
+            .await
+            .unwrap()
+            .metadata
+            .resource_version,
+        secret_rv,
+        "Secret rewritten"
+    );
+    assert_eq!(
+        env.managed_secrets()
+            .get("app")
+            .await
+            .unwrap()
+            .metadata
+            .resource_version,
+        ms_rv,
+        "status rewritten"
+    );
+
+    env.put_kms_value("app", "v2", "second", None).await;
+    wait_for("v2 through periodic refresh", 60, || async {
+        env.secret_data("app")
+            .await
+            .filter(|d| d["value"] == "second")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn pinned_version_previous_stage_binary_value_and_extract() {
+    let env = SyncEnv::start("sync-shapes").await;
+    env.create_kms_secret("cfg", "v1", r#"{"host":"db1","port":5432}"#)
+        .await;
+    env.put_kms_value("cfg", "v2", r#"{"host":"db2","port":5433}"#, None)
+        .await;
+    let binary = [0u8, 255, 128, 10, 13, 1];
+    use base64::Engine as _;
+    let request = CreateSecretRequest {
+        secret_name: "blob".into(),
+        version_id: "b1".into(),
+        secret_data: SecretString::new(base64::engine::general_purpose::STANDARD.encode(binary)),
+        secret_data_type: Some("binary".into()),
+        ..CreateSecretRequest::default()
+    };
+    env.kms
+        .create_secret(&request)
+        .await
+        .expect("binary secret");
+
+    env.apply_managed_secret("pinned", "cfg", json!({"versionId": "v1"}))
+        .await;
+    env.apply_managed_secret(
+        "previous",
+        "cfg",
+        json!({"versionStage": "ACSPrevious", "data": [{"key": "host", "property": "host"}]}),
+    )
+    .await;
+    env.apply_managed_secret("extract", "cfg", json!({"dataFrom": {"extract": true}}))
+        .await;
+    env.apply_managed_secret("binary", "blob", json!({})).await;
+    env.apply_managed_secret(
+        "missing-prop",
+        "cfg",
+        json!({"data": [{"key": "user", "property": "user"}]}),
+    )
+    .await;
+    for name in ["pinned", "previous", "extract", "binary"] {
+        wait_ready(&env, name, "True", "Synced").await;
+    }
+    assert_eq!(
+        env.secret_data("pinned").await.unwrap(),
+        map(&[("value", r#"{"host":"db1","port":5432}"#)])
+    );
+    assert_eq!(
+        env.secret_data("previous").await.unwrap(),
+        map(&[("host", "db1")])
+    );
+    assert_eq!(
+        env.secret_data("extract").await.unwrap(),
+        map(&[("host", "db2"), ("port", "5433")])
+    );
+    let blob = env.secrets().get("binary").await.unwrap().data.unwrap();
+    assert_eq!(blob["value"].0, binary.to_vec());
+    wait_ready(&env, "missing-prop", "False", "PropertyNotFound").await;
+    assert!(
+        env.secret_data("missing-prop").await.is_none(),
+        "a failed render must not create the Secret"
+    );
+}
+
+#[tokio::test]
+async fn kms_failures_leave_the_secret_byte_for_byte_and_recovery_follows() {
+    let env = SyncEnv::start("sync-faults").await;
+    env.create_kms_secret("db", "v1", r#"{"pwd":"keep-me"}"#)
+        .await;
+    env.apply_managed_secret(
+        "db",
+        "db",
+        json!({"data": [{"key": "pwd", "property": "pwd"}]}),
+    )
+    .await;
+    wait_ready(&env, "db", "True", "Synced").await;
+    let before = env.secrets().get("db").await.unwrap();
+
+    let faults = [
+        ("InternalFailure", 500, "KmsUnavailable"),
+        ("Forbidden.NoPermission", 403, "AccessDenied"),
+        ("Rejected.Throttling", 429, "Throttled"),
+    ];
+    for (code, status, reason) in faults {
+        env.emulator.set_faults(FaultConfig {
+            errors: vec![ErrorRule {
+                action: "GetSecretValue".into(),
+                rate: 1.0,
+                code: code.into(),
+                status,
+                message: None,
+            }],
+            ..FaultConfig::default()
+        });
+        env.force_sync("db").await;
+        wait_ready(&env, "db", "False", reason).await;
+        let after = env.secrets().get("db").await.unwrap();
+        assert_eq!(after.data, before.data, "{code}: data changed");
+        assert_eq!(
+            after.metadata.resource_version, before.metadata.resource_version,
+            "{code}: Secret written"
+        );
+        let message = env
+            .managed_secrets()
+            .get("db")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .conditions[0]
+            .message
+            .clone();
+        assert!(
+            !message.to_lowercase().contains("requestid"),
+            "request ids churn conditions: {message}"
+        );
+    }
+    env.emulator.set_faults(FaultConfig::default());
+    env.force_sync("db").await;
+    wait_ready(&env, "db", "True", "Synced").await;
+
+    let delete = DeleteSecretRequest {
+        secret_name: "db".into(),
+        recovery_window_in_days: None,
+        force_delete_without_recovery: Some(true),
+    };
+    env.kms
+        .delete_secret(&delete)
+        .await
+        .expect("delete upstream");
+    env.force_sync("db").await;
+    wait_ready(&env, "db", "False", "SecretNotFound").await;
+    let after = env.secrets().get("db").await.unwrap();
+    assert_eq!(
+        after.data, before.data,
+        "upstream deletion must not empty the Secret"
+    );
+}
+
+#[tokio::test]
+async fn a_foreign_secret_is_never_taken_over_without_adopt_or_merge() {
+    let env = SyncEnv::start("sync-foreign").await;
+    env.create_kms_secret("token", "v1", r#"{"token":"t1"}"#)
+        .await;
+    env.apply(
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "shared"},
+        "stringData": {"theirs": "keep", "token": "old"}}),
+    )
+    .await;
+    env.apply_managed_secret(
+        "owner",
+        "token",
+        json!({"target": {"name": "shared"},
+        "data": [{"key": "token", "property": "token"}]}),
+    )
+    .await;
+    wait_ready(&env, "owner", "False", "TargetConflict").await;
+    assert_eq!(
+        env.secret_data("shared").await.unwrap(),
+        map(&[("theirs", "keep"), ("token", "old")])
+    );
+
+    env.apply_managed_secret(
+        "owner",
+        "token",
+        json!({"target": {"name": "shared", "creationPolicy": "Merge"},
+        "data": [{"key": "token", "property": "token"}]}),
+    )
+    .await;
+    wait_ready(&env, "owner", "True", "Synced").await;
+    assert_eq!(
+        env.secret_data("shared").await.unwrap(),
+        map(&[("theirs", "keep"), ("token", "t1")])
+    );
+
+    // A second ManagedSecret may not write the same Secret, whatever its policy.
+    env.apply_managed_secret(
+        "intruder",
+        "token",
+        json!({"target": {"name": "shared", "creationPolicy": "Adopt"}}),
+    )
+    .await;
+    wait_ready(&env, "intruder", "False", "TargetConflict").await;
+    assert_eq!(
+        env.secret_data("shared").await.unwrap(),
+        map(&[("theirs", "keep"), ("token", "t1")])
+    );
+}
+
+#[tokio::test]
+async fn deletion_retains_by_default_and_deletes_only_when_asked() {
+    let env = SyncEnv::start("sync-delete").await;
+    env.create_kms_secret("s", "v1", "x").await;
+    env.apply_managed_secret("retained", "s", json!({})).await;
+    env.apply_managed_secret(
+        "deleted",
+        "s",
+        json!({"target": {"deletionPolicy": "Delete"}}),
+    )
+    .await;
+    wait_ready(&env, "retained", "True", "Synced").await;
+    wait_ready(&env, "deleted", "True", "Synced").await;
+    for name in ["retained", "deleted"] {
+        env.managed_secrets()
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    wait_for("the Delete ManagedSecret to be gone", 60, || async {
+        env.managed_secrets()
+            .get_opt("deleted")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(
+        env.secret_data("deleted").await.is_none(),
+        "deletionPolicy Delete must remove the Secret"
+    );
+    assert!(
+        env.managed_secrets()
+            .get_opt("retained")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        env.secret_data("retained").await.unwrap(),
+        map(&[("value", "x")])
+    );
+}
+
+#[tokio::test]
+async fn drift_is_repaired_and_a_deleted_secret_comes_back() {
+    let env = SyncEnv::start("sync-drift").await;
+    env.create_kms_secret("s", "v1", "truth").await;
+    env.apply_managed_secret("app", "s", json!({})).await;
+    wait_ready(&env, "app", "True", "Synced").await;
+    let patch = json!({"data": {"value": "ZWRpdGVk"}});
+    env.secrets()
+        .patch(
+            "app",
+            &PatchParams::apply("someone-else").force(),
+            &Patch::Apply(&json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "app"}, "data": patch["data"]})),
+        )
+        .await
+        .unwrap();
+    wait_for("drift repaired", 60, || async {
+        env.secret_data("app")
+            .await
+            .filter(|d| d["value"] == "truth")
+    })
+    .await;
+    let reasons: Vec<String> = events(&env)
+        .await
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    assert!(
+        reasons.contains(&"DriftRepaired".to_string()),
+        "{reasons:?}"
+    );
+
+    env.secrets()
+        .delete("app", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("Secret recreated", 60, || async {
+        env.secret_data("app")
+            .await
+            .filter(|d| d["value"] == "truth")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn readers_of_one_secret_share_one_kms_read() {
+    let env = SyncEnv::start("sync-coalesce").await;
+    env.create_kms_secret("shared", "v1", "same").await;
+    let before = env.calls("GetSecretValue");
+    for i in 0..5 {
+        env.apply_managed_secret(&format!("reader-{i}"), "shared", json!({}))
+            .await;
+    }
+    for i in 0..5 {
+        wait_ready(&env, &format!("reader-{i}"), "True", "Synced").await;
+    }
+    assert_eq!(
+        env.calls("GetSecretValue") - before,
+        1,
+        "five readers of one secret, one KMS read"
+    );
+}
+
+#[tokio::test]
+async fn stores_serve_only_their_tenants() {
+    let env = SyncEnv::start("sync-tenants").await;
+    env.create_kms_secret("allowed", "v1", "ok").await;
+    env.create_kms_secret("forbidden", "v1", "no").await;
+    // A SecretStore of another namespace is invisible from here.
+    let other = support::fresh_namespace(&env.client, "sync-tenants-other").await;
+    let other_store = json!({"apiVersion": "kmsync.io/v1alpha1", "kind": "SecretStore", "metadata": {"name": "theirs"},
+        "spec": {"regionId": "cn-hangzhou", "endpoint": env.emulator.base_url(),
+                 "auth": {"accessKey": {"secretRef": {"name": "kms-credentials"}}}}});
+    Api::<SecretStore>::namespaced(env.client.clone(), &other)
+        .patch(
+            "theirs",
+            &PatchParams::apply("kmsync-test"),
+            &Patch::Apply(&other_store),
+        )
+        .await
+        .unwrap();
+    env.apply_managed_secret("cross", "allowed", json!({"storeRef": {"name": "theirs"}}))
+        .await;
+    wait_ready(&env, "cross", "False", "StoreNotFound").await;
+
+    let suffix = &env.namespace[env.namespace.len() - 8..];
+    let cluster_store = |name: &str, namespaces: Vec<String>| {
+        json!({"apiVersion": "kmsync.io/v1alpha1", "kind": "ClusterSecretStore", "metadata": {"name": name},
+            "spec": {"regionId": "cn-hangzhou", "endpoint": env.emulator.base_url(),
+                     "auth": {"accessKey": {"secretRef": {"name": "kms-credentials", "namespace": env.namespace}}},
+                     "conditions": [{"namespaces": namespaces}], "allowedSecrets": ["allowed"]}})
+    };
+    let cluster_api = Api::<kmsync::crd::ClusterSecretStore>::all(env.client.clone());
+    for (name, namespaces) in [
+        (format!("open-{suffix}"), vec![env.namespace.clone()]),
+        (format!("closed-{suffix}"), vec!["nobody".to_string()]),
+    ] {
+        cluster_api
+            .patch(
+                &name,
+                &PatchParams::apply("kmsync-test"),
+                &Patch::Apply(&cluster_store(&name, namespaces)),
+            )
+            .await
+            .unwrap();
+    }
+    let store_ref =
+        |name: String| json!({"storeRef": {"name": name, "kind": "ClusterSecretStore"}});
+    env.apply_managed_secret("via-open", "allowed", store_ref(format!("open-{suffix}")))
+        .await;
+    env.apply_managed_secret(
+        "via-closed",
+        "allowed",
+        store_ref(format!("closed-{suffix}")),
+    )
+    .await;
+    env.apply_managed_secret(
+        "not-listed",
+        "forbidden",
+        store_ref(format!("open-{suffix}")),
+    )
+    .await;
+    wait_ready(&env, "via-open", "True", "Synced").await;
+    wait_ready(&env, "via-closed", "False", "StoreNotAllowed").await;
+    wait_ready(&env, "not-listed", "False", "SecretNotAllowed").await;
+    assert!(
+        env.secret_data("via-closed").await.is_none()
+            && env.secret_data("not-listed").await.is_none()
+    );
+}
+
+#[tokio::test]
+async fn canary_values_never_leak_into_logs_events_status_or_metrics() {
+    let canary = "canary-6c1d2b-must-not-leak";
+    let env = SyncEnv::start_with_log_level("sync-canary", "trace").await;
+    env.create_kms_secret("c", "v1", &format!(r#"{{"pwd":"{canary}"}}"#))
+        .await;
+    env.apply_managed_secret(
+        "ok",
+        "c",
+        json!({"data": [{"key": "pwd", "property": "pwd"}]}),
+    )
+    .await;
+    env.apply_managed_secret(
+        "bad-prop",
+        "c",
+        json!({"data": [{"key": "x", "property": "nope"}]}),
+    )
+    .await;
+    env.apply_managed_secret("not-json", "c", json!({"versionStage": "ACSCurrent", "dataFrom": {"extract": true}, "data": [{"key": "k", "property": "pwd.deeper"}]})).await;
+    wait_ready(&env, "ok", "True", "Synced").await;
+    wait_ready(&env, "bad-prop", "False", "PropertyNotFound").await;
+    env.emulator.set_faults(FaultConfig {
+        errors: vec![ErrorRule {
+            action: "GetSecretValue".into(),
+            rate: 1.0,
+            code: "Forbidden.NoPermission".into(),
+            status: 403,
+            message: None,
+        }],
+        ..FaultConfig::default()
+    });
+    env.force_sync("ok").await;
+    wait_ready(&env, "ok", "False", "AccessDenied").await;
+    assert_eq!(
+        env.secret_data("ok").await.unwrap()["pwd"],
+        canary,
+        "the value itself did sync"
+    );
+
+    let credential = support::sync::ACCESS_KEY_SECRET;
+    let logs = env.operator().logs();
+    assert!(logs.len() > 1000, "trace logs were captured");
+    let events = serde_json::to_string(&events(&env).await).unwrap();
+    let statuses = serde_json::to_string(
+        &env.managed_secrets()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|m| &m.status)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let metrics = env.operator().metrics().await;
+    for (place, text) in [
+        ("logs", &logs),
+        ("events", &events),
+        ("status", &statuses),
+        ("metrics", &metrics),
+    ] {
+        assert!(!text.contains(canary), "secret value leaked into {place}");
+        assert!(!text.contains(credential), "credential leaked into {place}");
+    }
+    assert!(metrics.contains("kmsync_reconciles_total"), "{metrics}");
+}
