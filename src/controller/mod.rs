@@ -5,6 +5,7 @@ pub mod error;
 pub mod fetch;
 pub mod kms_source;
 pub mod reconcile;
+pub mod rollout;
 pub mod run;
 pub mod schedule;
 pub mod source;

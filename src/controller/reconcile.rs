@@ -16,6 +16,7 @@ use serde_json::json;
 
 use crate::controller::error::Error;
 use crate::controller::fetch::{Coalescer, FetchKey};
+use crate::controller::rollout::{self, RolloutPlan};
 use crate::controller::schedule;
 use crate::controller::source::{ResolvedStore, SourceFactory};
 use crate::controller::stores;
@@ -102,6 +103,8 @@ impl Context {
 struct Synced {
     primary: Arc<FetchedVersion>,
     wrote: Option<&'static str>,
+    /// The KMS versions the data was rendered from (see `rollout::revision`).
+    revision: String,
 }
 
 /// Entry point for the kube-runtime controller.
@@ -143,7 +146,19 @@ pub async fn reconcile(ms: Arc<ManagedSecret>, ctx: Arc<Context>) -> Result<Acti
                 )
                 .await;
             }
-            write_status(&api, &ms, success_status(&ms, &synced, now)).await?;
+            let recorded = ms
+                .status
+                .as_ref()
+                .and_then(|s| s.consumers_revision.as_deref());
+            let plan = rollout::plan(&ms.spec.rollout_restart, recorded, &synced.revision);
+            if plan == RolloutPlan::Restart {
+                restart_consumers(&ctx, &ms, &synced.revision).await?;
+            }
+            let mut status = success_status(&ms, &synced, now);
+            if plan != RolloutPlan::Nothing {
+                status.consumers_revision = Some(synced.revision.clone());
+            }
+            write_status(&api, &ms, status).await?;
             let phase_key = format!("{}/{}", ms.spec.store_ref.name, ms.spec.secret_name);
             Ok(match interval.ok().flatten() {
                 Some(every) => Action::requeue(schedule::until(
@@ -192,6 +207,38 @@ pub async fn reconcile(ms: Arc<ManagedSecret>, ctx: Arc<Context>) -> Result<Acti
             Ok(Action::requeue(retry))
         }
     }
+}
+
+/// Rolls every `rolloutRestart` workload; a missing one is reported, not fatal.
+async fn restart_consumers(ctx: &Context, ms: &ManagedSecret, revision: &str) -> Result<(), Error> {
+    let namespace = ms.namespace().unwrap_or_default();
+    let key = rollout::annotation_key(&ms.name_any());
+    for target in &ms.spec.rollout_restart {
+        let name = format!("{:?}/{}", target.kind, target.name);
+        if rollout::restart(&ctx.client, &namespace, target, &key, revision).await? {
+            publish(
+                ctx,
+                ms,
+                EventType::Normal,
+                "RolloutRestarted",
+                format!(
+                    "{name} restarted for the new data of Secret {}",
+                    ms.target_name()
+                ),
+            )
+            .await;
+        } else {
+            publish(
+                ctx,
+                ms,
+                EventType::Warning,
+                "RolloutTargetNotFound",
+                format!("{name} does not exist; nothing restarted"),
+            )
+            .await;
+        }
+    }
+    Ok(())
 }
 
 /// Synchronous error policy: only Kubernetes API errors reach it; back off and retry.
@@ -246,10 +293,12 @@ async fn sync(ms: &ManagedSecret, ctx: &Context, now: jiff::Timestamp) -> Result
         synced_at: now,
     };
     let desired = target::desired_secret(ms, &data, &provenance);
+    let revision = rollout::revision(&fetched);
     if !target::needs_write(existing.as_ref(), &desired) {
         return Ok(Synced {
             primary,
             wrote: None,
+            revision,
         });
     }
     let action = write_action(existing.as_ref(), &primary.version_id);
@@ -268,6 +317,7 @@ async fn sync(ms: &ManagedSecret, ctx: &Context, now: jiff::Timestamp) -> Result
     Ok(Synced {
         primary,
         wrote: Some(action),
+        revision,
     })
 }
 

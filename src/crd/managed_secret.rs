@@ -226,6 +226,9 @@ pub struct ManagedSecretStatus {
     pub source: Option<SourceStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sync_time: Option<String>,
+    /// KMS versions (`selector=versionId,…`) that `rolloutRestart` workloads were last rolled for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumers_revision: Option<String>,
     /// Last value of `kmsync.io/force-sync` acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_force_sync: Option<String>,
