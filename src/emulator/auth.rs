@@ -12,6 +12,9 @@ use super::error::KmsError;
 use super::params::Params;
 use crate::kms::sign;
 
+/// Keyring size beyond which expired STS credentials are forgotten.
+pub const MAX_KEYS: usize = 4096;
+
 /// A known credential: its secret, the STS token it requires and when it expires.
 #[derive(Clone)]
 pub struct KnownKey {
@@ -54,9 +57,13 @@ impl Keyring {
         }
     }
 
-    /// Registers issued credentials and forgets expired ones.
+    /// Registers issued credentials. Expired ones are remembered (so a caller still holding one
+    /// gets `InvalidSecurityToken.Expired`, not `InvalidAccessKeyId.NotFound`) and forgotten only
+    /// once the keyring grows past [`MAX_KEYS`].
     pub fn issue(&mut self, id: String, key: KnownKey, now: Timestamp) {
-        self.keys.retain(|_, k| k.expires.is_none_or(|e| e > now));
+        if self.keys.len() >= MAX_KEYS {
+            self.keys.retain(|_, k| k.expires.is_none_or(|e| e > now));
+        }
         self.keys.insert(id, key);
     }
 
@@ -455,5 +462,28 @@ mod tests {
         let later = now + SignedDuration::from_secs(61);
         let err = run(v1_request(later, "b", "testsecret"), &mut kr, later).unwrap_err();
         assert_eq!(err.code, "InvalidSecurityToken.Expired");
+    }
+
+    #[test]
+    fn expired_keys_stay_expired_after_newer_ones_are_issued() {
+        let now = Timestamp::now();
+        let mut kr = Keyring::new(&[]);
+        let key = |secs| KnownKey {
+            secret: "testsecret".into(),
+            token: None,
+            expires: Some(now + SignedDuration::from_secs(secs)),
+        };
+        kr.issue("testid".into(), key(60), now);
+        let later = now + SignedDuration::from_secs(61);
+        kr.issue("newer".into(), key(3600), later);
+        let err = run(v1_request(later, "c", "testsecret"), &mut kr, later).unwrap_err();
+        assert_eq!(err.code, "InvalidSecurityToken.Expired");
+        // Bounded: past MAX_KEYS, expired keys are dropped on the next issue.
+        for i in 0..MAX_KEYS - 1 {
+            kr.issue(format!("k{i}"), key(3600), later);
+        }
+        assert_eq!(kr.keys.len(), MAX_KEYS);
+        assert!(!kr.keys.contains_key("testid"));
+        assert!(kr.keys.contains_key("newer"));
     }
 }
