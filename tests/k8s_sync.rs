@@ -603,3 +603,97 @@ async fn canary_values_never_leak_into_logs_events_status_or_metrics() {
     }
     assert!(metrics.contains("kmsync_reconciles_total"), "{metrics}");
 }
+
+#[tokio::test]
+async fn consumers_roll_exactly_once_per_data_change() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let mut env = SyncEnv::start("sync-rollout").await;
+    let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), &env.namespace);
+    let deployment: Deployment = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "api"},
+        "spec": {"selector": {"matchLabels": {"app": "api"}},
+                 "template": {"metadata": {"labels": {"app": "api"}},
+                              "spec": {"containers": [{"name": "api", "image": "example.invalid/api:1"}]}}}}))
+    .unwrap();
+    deployments
+        .create(&Default::default(), &deployment)
+        .await
+        .unwrap();
+    let rolled = |d: &Deployment| {
+        d.spec
+            .as_ref()?
+            .template
+            .metadata
+            .as_ref()?
+            .annotations
+            .as_ref()?
+            .get("kmsync.io/rollout-db")
+            .cloned()
+    };
+
+    env.create_kms_secret("db", "v1", "one").await;
+    env.apply_managed_secret(
+        "db",
+        "db",
+        json!({"rolloutRestart": [
+        {"kind": "Deployment", "name": "api"}, {"kind": "StatefulSet", "name": "missing"}]}),
+    )
+    .await;
+    wait_ready(&env, "db", "True", "Synced").await;
+    let status = env
+        .managed_secrets()
+        .get("db")
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(status.consumers_revision.as_deref(), Some("ACSCurrent=v1"));
+    let api = deployments.get("api").await.unwrap();
+    assert_eq!(
+        (api.metadata.generation, rolled(&api)),
+        (Some(1), None),
+        "first sync restarts nobody"
+    );
+
+    env.force_sync_and_wait("db").await;
+    assert_eq!(
+        deployments.get("api").await.unwrap().metadata.generation,
+        Some(1),
+        "no-op sync restarts nobody"
+    );
+
+    env.put_kms_value("db", "v2", "two", None).await;
+    env.force_sync("db").await;
+    let api = wait_for("the rollout for v2", 60, || async {
+        deployments
+            .get("api")
+            .await
+            .ok()
+            .filter(|d| rolled(d).as_deref() == Some("ACSCurrent=v2"))
+    })
+    .await;
+    assert_eq!(api.metadata.generation, Some(2));
+
+    env.restart_operator();
+    env.force_sync_and_wait("db").await;
+    env.force_sync_and_wait("db").await;
+    assert_eq!(
+        deployments.get("api").await.unwrap().metadata.generation,
+        Some(2),
+        "restart must not roll again"
+    );
+    let reasons: Vec<String> = events(&env)
+        .await
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    assert_eq!(
+        reasons.iter().filter(|r| *r == "RolloutRestarted").count(),
+        1,
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r == "RolloutTargetNotFound"),
+        "{reasons:?}"
+    );
+}

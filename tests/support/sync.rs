@@ -225,14 +225,31 @@ impl SyncEnv {
         .await;
     }
 
-    /// Asks for one more sync through the force-sync annotation.
-    pub async fn force_sync(&self, name: &str) {
+    /// Asks for one more sync through the force-sync annotation; returns the value used.
+    pub async fn force_sync(&self, name: &str) -> String {
         let value = uuid::Uuid::new_v4().to_string();
         let patch = json!({"metadata": {"annotations": {"kmsync.io/force-sync": value}}});
         self.managed_secrets()
             .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .expect("annotate");
+        value
+    }
+
+    /// Forces a sync and waits until the operator has acted on it (status records the value).
+    pub async fn force_sync_and_wait(&self, name: &str) {
+        let value = self.force_sync(name).await;
+        wait_for("the forced sync", 60, || async {
+            let status = self.managed_secrets().get(name).await.ok()?.status?;
+            (status.last_force_sync.as_deref() == Some(value.as_str())).then_some(())
+        })
+        .await;
+    }
+
+    /// Stops the operator and starts a fresh one (same namespace and log level).
+    pub fn restart_operator(&mut self) {
+        self.operator = None;
+        self.operator = Some(Operator::start(&self.namespace, "info,kmsync=debug"));
     }
 
     /// The Secret's data as UTF-8 strings, if it exists.
