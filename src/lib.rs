@@ -10,6 +10,7 @@ pub mod controller;
 pub mod crd;
 pub mod emulator;
 pub mod kms;
+pub mod lease;
 pub mod metrics;
 pub mod render;
 pub mod telemetry;

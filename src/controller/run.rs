@@ -34,6 +34,8 @@ pub struct RunOptions {
     pub kms: KmsSourceSettings,
     /// Event reporter instance (the pod name).
     pub instance: Option<String>,
+    /// Leader election; `None` runs as the only replica.
+    pub leader: Option<crate::lease::LeaseConfig>,
 }
 
 fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
@@ -60,6 +62,37 @@ pub async fn run(
     .await?;
     tracing::info!(admin = %bound, namespace = ?options.namespace, "kmsync starting");
 
+    if let Some(lease) = &options.leader {
+        // A standby is healthy and ready; it only waits.
+        health.set_ready(true);
+        tokio::select! {
+            _ = crate::lease::acquire(&client, lease) => health.set_ready(false),
+            _ = shutdown_signal() => return Ok(()),
+        }
+    }
+    let controllers = run_controllers(client.clone(), &options, health, metrics);
+    match &options.leader {
+        None => controllers.await,
+        Some(lease) => {
+            tokio::select! {
+                _ = controllers => crate::lease::release(&client, lease).await,
+                _ = crate::lease::keep(&client, lease) => {
+                    return Err("leadership lost; stopping so that two replicas never write".into());
+                }
+            }
+        }
+    }
+    tracing::info!("kmsync stopped");
+    Ok(())
+}
+
+/// Runs the controllers until shutdown.
+async fn run_controllers(
+    client: Client,
+    options: &RunOptions,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+) {
     let reporter = Reporter {
         controller: "kmsync".into(),
         instance: options.instance.clone(),
@@ -155,8 +188,6 @@ pub async fn run(
         _ = futures::future::join3(managed, stores, cluster_stores) => {},
         _ = readiness => {},
     }
-    tracing::info!("kmsync stopped");
-    Ok(())
 }
 
 /// ManagedSecrets that read through the named store.
@@ -207,9 +238,18 @@ pub struct RunArgs {
     /// ECS metadata service base URL (default http://100.100.100.200).
     #[arg(long, env = "KMSYNC_METADATA_BASE", hide = true)]
     pub metadata_base: Option<String>,
-    /// Event reporter instance, normally the pod name.
+    /// Event reporter instance and leader identity, normally the pod name.
     #[arg(long, env = "POD_NAME")]
     pub instance: Option<String>,
+    /// Elect a leader among replicas through a Lease; only the leader reconciles.
+    #[arg(long)]
+    pub leader_elect: bool,
+    /// Name of the leader Lease.
+    #[arg(long, default_value = "kmsync")]
+    pub lease_name: String,
+    /// Namespace of the leader Lease (normally the operator's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
 }
 
 impl RunArgs {
@@ -235,6 +275,16 @@ impl RunArgs {
                 metadata_base: self.metadata_base.clone(),
             },
             instance: self.instance.clone(),
+            leader: self.leader_elect.then(|| {
+                let identity = self.instance.clone().unwrap_or_else(|| {
+                    format!(
+                        "kmsync-{}-{}",
+                        std::process::id(),
+                        &uuid::Uuid::new_v4().simple().to_string()[..8]
+                    )
+                });
+                crate::lease::LeaseConfig::new(&self.lease_namespace, &self.lease_name, identity)
+            }),
         })
     }
 }

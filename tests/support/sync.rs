@@ -46,6 +46,27 @@ fn free_port() -> u16 {
 
 impl Operator {
     pub fn start(namespace: &str, log_level: &str) -> Self {
+        Self::start_with(namespace, log_level, &[])
+    }
+
+    /// The process id, for signals a test sends on purpose.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits (bounded) for the process to exit after a signal; returns its exit status.
+    pub fn wait_exit(&mut self, seconds: u64) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+
+    pub fn start_with(namespace: &str, log_level: &str, extra: &[&str]) -> Self {
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let log_path =
             std::env::temp_dir().join(format!("kmsync-operator-{namespace}-{}.log", free_port()));
@@ -59,6 +80,7 @@ impl Operator {
                 &admin.to_string(),
             ])
             .args(["--backoff-base-ms", "200", "--backoff-max-ms", "2000"])
+            .args(extra)
             .env("RUST_LOG", log_level)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log clone"))
@@ -101,6 +123,13 @@ impl SyncEnv {
     }
 
     pub async fn start_with_log_level(prefix: &str, log_level: &str) -> Self {
+        let mut env = Self::without_operator(prefix).await;
+        env.operator = Some(Operator::start(&env.namespace, log_level));
+        env
+    }
+
+    /// Everything but the operator, for tests that run their own replicas.
+    pub async fn without_operator(prefix: &str) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = client().await;
         let namespace = fresh_namespace(&client, prefix).await;
@@ -136,8 +165,6 @@ impl SyncEnv {
             "spec": {"regionId": "cn-hangzhou", "endpoint": env.emulator.base_url(),
                      "auth": {"accessKey": {"secretRef": {"name": "kms-credentials"}}}}}))
             .await;
-        let mut env = env;
-        env.operator = Some(Operator::start(&env.namespace, log_level));
         env
     }
 
