@@ -199,6 +199,19 @@ ENV
   log "ready: source $STATE_DIR/env"
 }
 
+# install_crds: apply crds/ with the real kubectl and wait until every CRD is Established.
+# `kubectl wait` fails instead of waiting while a new CRD has no status yet, so retry (bounded).
+install_crds() {
+  "$KUBECTL" apply --server-side --force-conflicts -f "$REPO_ROOT/crds/" >/dev/null
+  local deadline=$(( $(date +%s) + 60 ))
+  until "$KUBECTL" wait --for=condition=Established crd --all --timeout=10s >/dev/null 2>&1; do
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      log "CRDs not Established after 60s"; "$KUBECTL" get crd -o wide >&2; return 1
+    fi
+    sleep 0.5
+  done
+}
+
 # run CMD...: start, install the CRDs with the real kubectl, run CMD with KUBECONFIG set, stop
 # (also when CMD fails or is interrupted). Exits with CMD's status.
 run() {
@@ -206,8 +219,7 @@ run() {
   trap 'stop' EXIT
   # shellcheck disable=SC1091
   source "$STATE_DIR/env"
-  "$KUBECTL" apply --server-side -f "$REPO_ROOT/crds/" >/dev/null
-  "$KUBECTL" wait --for=condition=Established crd --all --timeout=60s >/dev/null
+  install_crds
   export KUBECTL
   local status=0
   (cd "$REPO_ROOT" && "$@") || status=$?
@@ -221,6 +233,7 @@ case "${1:-}" in
   start) start ;;
   stop) stop ;;
   run) shift; run "$@" ;;
+  install-crds) install_crds ;;
   env) echo "$STATE_DIR/env" ;;
-  *) echo "usage: $0 build|start|stop|run CMD...|env" >&2; exit 2 ;;
+  *) echo "usage: $0 build|start|stop|run CMD...|install-crds|env" >&2; exit 2 ;;
 esac

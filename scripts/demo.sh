@@ -32,8 +32,7 @@ say "Starting a local Kubernetes control plane (etcd + kube-apiserver v1.34.10 o
 scripts/controlplane.sh start
 # shellcheck disable=SC1091
 source target/controlplane/env
-"$KUBECTL" apply --server-side -f crds/ >/dev/null
-"$KUBECTL" wait --for=condition=Established crd --all --timeout=60s >/dev/null
+KUBECTL="$KUBECTL" scripts/controlplane.sh install-crds
 echo "CRDs installed: $("$KUBECTL" get crd -o name | tr '\n' ' ')"
 
 say "Starting the KMS emulator, seeded with db_cred v1 (demo/seed.yaml)"
