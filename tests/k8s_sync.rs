@@ -697,3 +697,48 @@ async fn consumers_roll_exactly_once_per_data_change() {
         "{reasons:?}"
     );
 }
+
+#[tokio::test]
+async fn an_operator_watches_exactly_the_namespaces_it_is_given() {
+    let mut env = SyncEnv::without_operator("sync-scope").await;
+    let second = support::fresh_namespace(&env.client, "sync-scope-b").await;
+    let outside = support::fresh_namespace(&env.client, "sync-scope-out").await;
+    env.add_store_in(&second).await;
+    env.add_store_in(&outside).await;
+    env.create_kms_secret("s", "v1", "x").await;
+    let managed = |name: &str| {
+        json!({"apiVersion": "kmsync.io/v1alpha1", "kind": "ManagedSecret",
+        "metadata": {"name": name}, "spec": {"storeRef": {"name": "kms"}, "secretName": "s"}})
+    };
+    env.apply(managed("here")).await;
+    env.apply_in(&second, managed("there")).await;
+    env.apply_in(&outside, managed("elsewhere")).await;
+    env.operator = Some(support::sync::Operator::start_with(
+        &env.namespace,
+        "info",
+        &["--namespace", &second],
+    ));
+
+    wait_ready(&env, "here", "True", "Synced").await;
+    let there: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(env.client.clone(), &second);
+    wait_for("the Secret in the second namespace", 60, || async {
+        there.get_opt("there").await.unwrap()
+    })
+    .await;
+    env.force_sync_and_wait("here").await;
+    let elsewhere: Api<kmsync::crd::ManagedSecret> = Api::namespaced(env.client.clone(), &outside);
+    assert!(
+        elsewhere.get("elsewhere").await.unwrap().status.is_none(),
+        "a namespace not listed was reconciled"
+    );
+    let outside_secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(env.client.clone(), &outside);
+    assert!(
+        outside_secrets
+            .get_opt("elsewhere")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}

@@ -8,6 +8,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 
 use crate::controller::error::SourceError;
+use crate::controller::rate_limit::RateLimiter;
 use crate::controller::source::{ResolvedStore, SecretSource, SourceFactory, StoreCredentials};
 use crate::crd::store::Network as StoreNetwork;
 use crate::kms::actions::{GetSecretValueRequest, ListSecretsRequest};
@@ -100,8 +101,17 @@ impl KmsSourceFactory {
         }
         let mut config = KmsClientConfig::new(endpoint, provider);
         config.http = http;
+        // The limiter lives with the client, so it is rebuilt (and resized) when the store changes.
+        let limiter = connection.rate_limit.as_ref().map(|limit| {
+            let qps = limit.qps.max(1) as u32;
+            Arc::new(RateLimiter::new(
+                qps,
+                limit.burst.map_or(qps, |b| b.max(1) as u32),
+            ))
+        });
         Ok(KmsSource {
             client: Arc::new(KmsClient::new(config)?),
+            limiter,
         })
     }
 
@@ -186,10 +196,11 @@ impl SourceFactory for KmsSourceFactory {
     }
 }
 
-/// Reads through one store's client.
+/// Reads through one store's client, within the store's rate limit.
 #[derive(Debug)]
 pub struct KmsSource {
     client: Arc<KmsClient>,
+    limiter: Option<Arc<RateLimiter>>,
 }
 
 impl SecretSource for KmsSource {
@@ -205,7 +216,11 @@ impl SecretSource for KmsSource {
             VersionSelector::Id(id) => request.version_id = Some(id.clone()),
         }
         let selector = selector.clone();
+        let limiter = self.limiter.clone();
         async move {
+            if let Some(limiter) = limiter {
+                limiter.acquire().await;
+            }
             let response = client
                 .get_secret_value(&request)
                 .await
@@ -225,7 +240,11 @@ impl SecretSource for KmsSource {
 
     fn check(&self) -> BoxFuture<'static, Result<(), SourceError>> {
         let client = self.client.clone();
+        let limiter = self.limiter.clone();
         async move {
+            if let Some(limiter) = limiter {
+                limiter.acquire().await;
+            }
             let request = ListSecretsRequest {
                 page_size: Some(1),
                 ..ListSecretsRequest::default()

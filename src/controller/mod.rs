@@ -4,6 +4,7 @@
 pub mod error;
 pub mod fetch;
 pub mod kms_source;
+pub mod rate_limit;
 pub mod reconcile;
 pub mod rollout;
 pub mod run;

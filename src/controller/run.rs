@@ -4,7 +4,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
@@ -26,8 +27,8 @@ use crate::metrics::Metrics;
 /// Options of `kmsync run`.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
-    /// Watch one namespace only; `None`: the whole cluster.
-    pub namespace: Option<String>,
+    /// Watch only these namespaces; empty: the whole cluster.
+    pub namespaces: Vec<String>,
     pub concurrency: u16,
     pub admin_addr: SocketAddr,
     pub settings: Settings,
@@ -38,11 +39,11 @@ pub struct RunOptions {
     pub leader: Option<crate::lease::LeaseConfig>,
 }
 
-fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+fn api<K>(client: &Client, scope: &Option<String>) -> Api<K>
 where
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
 {
-    match namespace {
+    match scope {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     }
@@ -60,7 +61,7 @@ pub async fn run(
         admin::router(health.clone(), metrics.clone()),
     )
     .await?;
-    tracing::info!(admin = %bound, namespace = ?options.namespace, "kmsync starting");
+    tracing::info!(admin = %bound, namespaces = ?options.namespaces, "kmsync starting");
 
     if let Some(lease) = &options.leader {
         // A standby is healthy and ready; it only waits.
@@ -104,29 +105,94 @@ async fn run_controllers(
         options.settings.clone(),
         metrics,
     ));
-    let config = ControllerConfig::default().concurrency(options.concurrency);
+    // One controller per watched namespace (or one for the cluster), sharing the context so
+    // clients, read coalescing and backoff are common.
+    let scopes: Vec<Option<String>> = if options.namespaces.is_empty() {
+        vec![None]
+    } else {
+        options.namespaces.iter().cloned().map(Some).collect()
+    };
+    let mut running: Vec<BoxFuture<'static, ()>> = Vec::new();
+    let mut caches = Vec::new();
+    for scope in &scopes {
+        let (managed, cache) =
+            managed_secret_controller(&client, scope, options.concurrency, ctx.clone());
+        running.push(managed);
+        caches.push(cache);
+        running.push(
+            Controller::new(
+                api::<SecretStore>(&client, scope),
+                watcher::Config::default(),
+            )
+            .graceful_shutdown_on(shutdown_signal())
+            .run(
+                store_check::reconcile_secret_store,
+                store_check::error_policy,
+                ctx.clone(),
+            )
+            .for_each(|_| async {})
+            .boxed(),
+        );
+    }
+    running.push(
+        Controller::new(
+            Api::<ClusterSecretStore>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .graceful_shutdown_on(shutdown_signal())
+        .run(
+            store_check::reconcile_cluster_store,
+            store_check::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| async {})
+        .boxed(),
+    );
+    let readiness = async move {
+        let synced = futures::future::join_all(caches.iter().map(|c| c.wait_until_ready())).await;
+        if synced.iter().all(Result::is_ok) {
+            health.set_ready(true);
+            tracing::info!("caches synced; ready");
+        }
+        futures::future::pending::<()>().await
+    };
+    tokio::select! {
+        _ = futures::future::join_all(running) => {},
+        _ = readiness => {},
+    }
+}
 
-    let managed = Controller::new(
-        api::<ManagedSecret>(&client, &options.namespace),
+/// The ManagedSecret controller of one scope: triggered by ManagedSecrets, by our labelled Secrets
+/// (metadata only, so memory follows managed Secrets rather than every Secret) and by stores.
+fn managed_secret_controller(
+    client: &Client,
+    scope: &Option<String>,
+    concurrency: u16,
+    ctx: Arc<Context>,
+) -> (
+    BoxFuture<'static, ()>,
+    kube::runtime::reflector::Store<ManagedSecret>,
+) {
+    let controller = Controller::new(
+        api::<ManagedSecret>(client, scope),
         watcher::Config::default().any_semantic(),
     )
-    .with_config(config.clone());
-    let cache = managed.store();
-    // Metadata only, and only Secrets we labelled: memory follows managed Secrets, not the cluster.
+    .with_config(ControllerConfig::default().concurrency(concurrency));
+    let cache = controller.store();
     let secrets = watcher(
-        api::<PartialObjectMeta<Secret>>(&client, &options.namespace),
+        api::<PartialObjectMeta<Secret>>(client, scope),
         watcher::Config::default().labels(&format!("{LABEL_MANAGED}=true")),
     )
     .touched_objects()
     .default_backoff();
     let (by_store, by_cluster_store) = (cache.clone(), cache.clone());
-    let managed = managed
+    let running = controller
         .watches_stream(secrets, |secret| {
             let owner = secret.annotations().get(ANNOTATION_OWNER).cloned();
             owner.map(|name| ObjectRef::new(&name).within(&secret.namespace().unwrap_or_default()))
         })
         .watches(
-            api::<SecretStore>(&client, &options.namespace),
+            api::<SecretStore>(client, scope),
             watcher::Config::default(),
             move |store| {
                 let namespace = store.namespace();
@@ -151,43 +217,10 @@ async fn run_controllers(
             },
         )
         .graceful_shutdown_on(shutdown_signal())
-        .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
-        .for_each(|_| async {});
-
-    let stores = Controller::new(
-        api::<SecretStore>(&client, &options.namespace),
-        watcher::Config::default(),
-    )
-    .graceful_shutdown_on(shutdown_signal())
-    .run(
-        store_check::reconcile_secret_store,
-        store_check::error_policy,
-        ctx.clone(),
-    )
-    .for_each(|_| async {});
-    let cluster_stores = Controller::new(
-        Api::<ClusterSecretStore>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .graceful_shutdown_on(shutdown_signal())
-    .run(
-        store_check::reconcile_cluster_store,
-        store_check::error_policy,
-        ctx.clone(),
-    )
-    .for_each(|_| async {});
-
-    let readiness = async move {
-        if cache.wait_until_ready().await.is_ok() {
-            health.set_ready(true);
-            tracing::info!("caches synced; ready");
-        }
-        futures::future::pending::<()>().await
-    };
-    tokio::select! {
-        _ = futures::future::join3(managed, stores, cluster_stores) => {},
-        _ = readiness => {},
-    }
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .for_each(|_| async {})
+        .boxed();
+    (running, cache)
 }
 
 /// ManagedSecrets that read through the named store.
@@ -218,9 +251,10 @@ async fn shutdown_signal() {
 /// Command-line flags of `kmsync run`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
-    /// Watch only this namespace (default: the whole cluster).
-    #[arg(long, env = "KMSYNC_NAMESPACE")]
-    pub namespace: Option<String>,
+    /// Watch only these namespaces (repeat the flag or separate with commas; default: the whole
+    /// cluster).
+    #[arg(long = "namespace", env = "KMSYNC_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
     /// ManagedSecrets reconciled at once.
     #[arg(long, default_value_t = 8)]
     pub concurrency: u16,
@@ -261,7 +295,12 @@ impl RunArgs {
             .transpose()
             .map_err(|e| format!("--sts-endpoint: {e}"))?;
         Ok(RunOptions {
-            namespace: self.namespace.clone(),
+            namespaces: self
+                .namespaces
+                .iter()
+                .filter(|n| !n.is_empty())
+                .cloned()
+                .collect(),
             concurrency: self.concurrency.max(1),
             admin_addr: self.admin_addr,
             settings: Settings {

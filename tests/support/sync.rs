@@ -174,6 +174,25 @@ impl SyncEnv {
 
     /// Server-side apply of any namespaced object of ours or of core v1, as a test user.
     pub async fn apply(&self, object: Value) {
+        self.apply_in(&self.namespace, object).await
+    }
+
+    /// The credentials Secret and the SecretStore `kms` in another namespace.
+    pub async fn add_store_in(&self, namespace: &str) {
+        self.apply_in(
+            namespace,
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "kms-credentials"},
+            "stringData": {"AccessKeyId": ACCESS_KEY_ID, "AccessKeySecret": ACCESS_KEY_SECRET}}),
+        )
+        .await;
+        self.apply_in(namespace, json!({"apiVersion": "kmsync.io/v1alpha1", "kind": "SecretStore", "metadata": {"name": "kms"},
+            "spec": {"regionId": "cn-hangzhou", "endpoint": self.emulator.base_url(),
+                     "auth": {"accessKey": {"secretRef": {"name": "kms-credentials"}}}}}))
+            .await;
+    }
+
+    /// Server-side apply into `namespace`.
+    pub async fn apply_in(&self, namespace: &str, object: Value) {
         let kind = object["kind"].as_str().expect("kind").to_string();
         let name = object["metadata"]["name"]
             .as_str()
@@ -188,7 +207,7 @@ impl SyncEnv {
             group, version, &kind,
         ));
         let api: Api<kube::api::DynamicObject> =
-            Api::namespaced_with(self.client.clone(), &self.namespace, &resource);
+            Api::namespaced_with(self.client.clone(), namespace, &resource);
         api.patch(
             &name,
             &PatchParams::apply("kmsync-test").force(),
