@@ -742,3 +742,87 @@ async fn an_operator_watches_exactly_the_namespaces_it_is_given() {
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn per_tenant_rrsa_exchanges_a_service_account_token_for_sts_credentials() {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let env = SyncEnv::start("sync-rrsa").await;
+    let accounts: Api<ServiceAccount> = Api::namespaced(env.client.clone(), &env.namespace);
+    let account: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "tenant"}})).unwrap();
+    accounts
+        .create(&Default::default(), &account)
+        .await
+        .unwrap();
+    let rrsa_store = |name: &str, account: &str| {
+        json!({"apiVersion": "kmsync.io/v1alpha1", "kind": "SecretStore",
+        "metadata": {"name": name},
+        "spec": {"regionId": "cn-hangzhou", "endpoint": env.emulator.base_url(),
+                 "auth": {"rrsa": {"roleArn": "acs:ram::1234567890:role/tenant-reader",
+                                    "oidcProviderArn": "acs:ram::1234567890:oidc-provider/ack-rrsa",
+                                    "serviceAccountRef": {"name": account}}}}})
+    };
+    env.apply(rrsa_store("rrsa", "tenant")).await;
+    env.apply(rrsa_store("rrsa-missing", "nobody")).await;
+    env.create_kms_secret("tenant-secret", "v1", "for-the-tenant")
+        .await;
+    env.apply_managed_secret(
+        "via-rrsa",
+        "tenant-secret",
+        json!({"storeRef": {"name": "rrsa"}}),
+    )
+    .await;
+    env.apply_managed_secret(
+        "via-missing",
+        "tenant-secret",
+        json!({"storeRef": {"name": "rrsa-missing"}}),
+    )
+    .await;
+
+    wait_ready(&env, "via-rrsa", "True", "Synced").await;
+    assert_eq!(
+        env.secret_data("via-rrsa").await.unwrap(),
+        map(&[("value", "for-the-tenant")])
+    );
+    assert!(
+        env.calls("AssumeRoleWithOIDC") >= 1,
+        "the token was exchanged at STS"
+    );
+    wait_for(
+        "the store to report its missing ServiceAccount",
+        60,
+        || async {
+            let store: SecretStore = Api::namespaced(env.client.clone(), &env.namespace)
+                .get("rrsa-missing")
+                .await
+                .ok()?;
+            let ready = store
+                .status?
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "Ready")?;
+            (ready.reason == "InvalidCredentials").then_some(())
+        },
+    )
+    .await;
+    // Its readers wait for the store and say why.
+    wait_ready(&env, "via-missing", "False", "StoreNotReady").await;
+    let status = env
+        .managed_secrets()
+        .get("via-missing")
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    let message = &status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap()
+        .message;
+    assert!(
+        message.contains("ServiceAccount") && message.contains("nobody"),
+        "{message}"
+    );
+    assert!(env.secret_data("via-missing").await.is_none());
+}

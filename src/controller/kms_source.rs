@@ -76,13 +76,7 @@ impl KmsSourceFactory {
                 .map(|pem| pem.as_bytes().to_vec()),
             ..HttpOptions::default()
         };
-        let sts_endpoint = match &self.settings.sts_endpoint {
-            Some(sts) => sts.clone(),
-            None if connection.endpoint.is_some() && is_loopback_host(endpoint.host()) => {
-                endpoint.clone()
-            }
-            None => Endpoint::for_product("sts", &connection.region_id, network)?,
-        };
+        let sts_endpoint = sts_endpoint(&self.settings, connection, &endpoint, network)?;
         let mut provider = self.credentials(store, &sts_endpoint, &http)?;
         if let Some(assume) = &connection.auth.assume_role {
             let options = AssumeRoleOptions {
@@ -196,6 +190,28 @@ impl SourceFactory for KmsSourceFactory {
     }
 }
 
+/// The STS endpoint for RRSA and AssumeRole: the operator's setting, else the store's own loopback
+/// endpoint (the emulator serves STS as well), else `sts[-vpc].<region>.aliyuncs.com`.
+fn sts_endpoint(
+    settings: &KmsSourceSettings,
+    connection: &crate::crd::store::KmsConnection,
+    kms_endpoint: &Endpoint,
+    network: Network,
+) -> Result<Endpoint, KmsError> {
+    match &settings.sts_endpoint {
+        Some(sts) => Ok(sts.clone()),
+        None if connection.endpoint.is_some()
+            && kms_endpoint
+                .base_url()
+                .host_str()
+                .is_some_and(is_loopback_host) =>
+        {
+            Ok(kms_endpoint.clone())
+        }
+        None => Endpoint::for_product("sts", &connection.region_id, network),
+    }
+}
+
 /// Reads through one store's client, within the store's rate limit.
 #[derive(Debug)]
 pub struct KmsSource {
@@ -287,5 +303,91 @@ pub fn source_error(error: &KmsError, selector: Option<&VersionSelector>) -> Sou
         message: format!("{what}: {error}"),
         transient,
         retry_after: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::store::KmsConnection;
+
+    fn connection(endpoint: Option<&str>) -> KmsConnection {
+        KmsConnection {
+            region_id: "cn-hangzhou".into(),
+            endpoint: endpoint.map(String::from),
+            ..KmsConnection::default()
+        }
+    }
+
+    #[test]
+    fn sts_goes_to_the_loopback_emulator_with_its_port() {
+        let emulator = Endpoint::parse("http://127.0.0.1:18090").unwrap();
+        let sts = sts_endpoint(
+            &KmsSourceSettings::default(),
+            &connection(Some("http://127.0.0.1:18090")),
+            &emulator,
+            Network::Public,
+        )
+        .unwrap();
+        assert_eq!(sts, emulator);
+    }
+
+    #[test]
+    fn sts_defaults_to_the_regional_endpoint_and_honours_the_setting() {
+        let kms = Endpoint::for_region("cn-hangzhou", Network::Vpc).unwrap();
+        let sts = sts_endpoint(
+            &KmsSourceSettings::default(),
+            &connection(None),
+            &kms,
+            Network::Vpc,
+        )
+        .unwrap();
+        assert_eq!(sts.host(), "sts-vpc.cn-hangzhou.aliyuncs.com");
+        let settings = KmsSourceSettings {
+            sts_endpoint: Some(Endpoint::parse("http://127.0.0.1:9").unwrap()),
+            metadata_base: None,
+        };
+        assert_eq!(
+            sts_endpoint(&settings, &connection(None), &kms, Network::Vpc)
+                .unwrap()
+                .host(),
+            "127.0.0.1:9"
+        );
+    }
+
+    #[test]
+    fn errors_map_to_condition_reasons() {
+        let not_found = KmsError::Api(Box::new(crate::kms::ApiError::parse(
+            404,
+            br#"{"Code":"Forbidden.ResourceNotFound","Message":"missing"}"#,
+            None,
+        )));
+        assert_eq!(
+            source_error(
+                &not_found,
+                Some(&VersionSelector::Stage("ACSCurrent".into()))
+            )
+            .reason,
+            "SecretNotFound"
+        );
+        assert_eq!(
+            source_error(
+                &not_found,
+                Some(&VersionSelector::Stage("ACSPrevious".into()))
+            )
+            .reason,
+            "VersionNotFound"
+        );
+        assert_eq!(
+            source_error(&not_found, Some(&VersionSelector::Id("v9".into()))).reason,
+            "VersionNotFound"
+        );
+        let throttled = KmsError::Api(Box::new(crate::kms::ApiError::parse(
+            429,
+            br#"{"Code":"Rejected.Throttling","Message":"slow down"}"#,
+            None,
+        )));
+        let error = source_error(&throttled, None);
+        assert_eq!((error.reason, error.transient), ("Throttled", true));
     }
 }
