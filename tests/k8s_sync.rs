@@ -826,3 +826,71 @@ async fn per_tenant_rrsa_exchanges_a_service_account_token_for_sts_credentials()
     );
     assert!(env.secret_data("via-missing").await.is_none());
 }
+
+#[tokio::test]
+async fn metrics_describe_the_work_and_forget_deleted_objects() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let env = SyncEnv::start("sync-metrics").await;
+    let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), &env.namespace);
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "api"},
+        "spec": {"selector": {"matchLabels": {"app": "api"}},
+                 "template": {"metadata": {"labels": {"app": "api"}},
+                              "spec": {"containers": [{"name": "api", "image": "example.invalid/api:1"}]}}}}))
+    .unwrap();
+    deployments
+        .create(&Default::default(), &deployment)
+        .await
+        .unwrap();
+    env.create_kms_secret("m", "v1", "x").await;
+    env.apply_managed_secret(
+        "watched",
+        "m",
+        json!({"rolloutRestart": [{"kind": "Deployment", "name": "api"}]}),
+    )
+    .await;
+    env.apply_managed_secret("broken", "missing-secret", json!({}))
+        .await;
+    wait_ready(&env, "watched", "True", "Synced").await;
+    wait_ready(&env, "broken", "False", "SecretNotFound").await;
+    env.put_kms_value("m", "v2", "y", None).await;
+    env.force_sync("watched").await;
+    wait_for("the rollout", 60, || async {
+        let d = deployments.get("api").await.ok()?;
+        (d.metadata.generation == Some(2)).then_some(())
+    })
+    .await;
+
+    let ns = &env.namespace;
+    let text = env.operator().metrics().await;
+    for expected in [
+        r#"kmsync_reconciles_total{outcome="success",reason="Synced"}"#.to_string(),
+        r#"kmsync_reconciles_total{outcome="failure",reason="SecretNotFound"}"#.to_string(),
+        "kmsync_reconcile_duration_seconds_count".to_string(),
+        r#"kmsync_kms_calls_total{action="GetSecretValue",outcome="Success"}"#.to_string(),
+        r#"kmsync_kms_calls_total{action="GetSecretValue",outcome="SecretNotFound"}"#.to_string(),
+        r#"kmsync_kms_calls_total{action="ListSecrets",outcome="Success"}"#.to_string(),
+        r#"kmsync_kms_call_duration_seconds_count{action="GetSecretValue"}"#.to_string(),
+        r#"kmsync_consumer_restarts_total{kind="Deployment"} 1"#.to_string(),
+        format!(
+            r#"kmsync_last_successful_sync_timestamp_seconds{{namespace="{ns}",name="watched"}}"#
+        ),
+        format!(r#"kmsync_synced_version_age_seconds{{namespace="{ns}",name="watched"}}"#),
+    ] {
+        assert!(text.contains(&expected), "missing {expected} in\n{text}");
+    }
+    assert!(
+        !text.contains(r#"name="broken""#),
+        "no success series for an object that never synced"
+    );
+
+    env.managed_secrets()
+        .delete("watched", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("the per-object series to go", 60, || async {
+        let text = env.operator().metrics().await;
+        (!text.contains(r#"name="watched""#)).then_some(())
+    })
+    .await;
+}

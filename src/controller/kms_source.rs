@@ -24,6 +24,7 @@ use crate::kms::transport::HttpOptions;
 use crate::kms::{
     CredentialProvider, Credentials, Endpoint, KmsClient, KmsClientConfig, KmsError, Network,
 };
+use crate::metrics::Metrics;
 use crate::render::{DEFAULT_STAGE, FetchedVersion, VersionSelector};
 
 /// Operator-wide settings that shape every client.
@@ -37,9 +38,9 @@ pub struct KmsSourceSettings {
 }
 
 /// Builds one client per store and rebuilds it when the store or its credentials change.
-#[derive(Default)]
 pub struct KmsSourceFactory {
     settings: KmsSourceSettings,
+    metrics: Arc<Metrics>,
     clients: Mutex<HashMap<String, (ResolvedStore, Arc<KmsSource>)>>,
 }
 
@@ -52,9 +53,10 @@ impl std::fmt::Debug for KmsSourceFactory {
 }
 
 impl KmsSourceFactory {
-    pub fn new(settings: KmsSourceSettings) -> Self {
+    pub fn new(settings: KmsSourceSettings, metrics: Arc<Metrics>) -> Self {
         Self {
             settings,
+            metrics,
             clients: Mutex::new(HashMap::new()),
         }
     }
@@ -106,6 +108,7 @@ impl KmsSourceFactory {
         Ok(KmsSource {
             client: Arc::new(KmsClient::new(config)?),
             limiter,
+            metrics: self.metrics.clone(),
         })
     }
 
@@ -217,6 +220,26 @@ fn sts_endpoint(
 pub struct KmsSource {
     client: Arc<KmsClient>,
     limiter: Option<Arc<RateLimiter>>,
+    metrics: Arc<Metrics>,
+}
+
+impl KmsSource {
+    /// Waits for the store's rate limit, runs `call`, and counts it by action and outcome.
+    async fn measured<T>(
+        limiter: Option<Arc<RateLimiter>>,
+        metrics: Arc<Metrics>,
+        action: &'static str,
+        call: impl std::future::Future<Output = Result<T, SourceError>>,
+    ) -> Result<T, SourceError> {
+        if let Some(limiter) = limiter {
+            limiter.acquire().await;
+        }
+        let started = std::time::Instant::now();
+        let result = call.await;
+        let outcome = result.as_ref().map_or_else(|e| e.reason, |_| "Success");
+        metrics.kms_call(action, outcome, started.elapsed().as_secs_f64());
+        result
+    }
 }
 
 impl SecretSource for KmsSource {
@@ -232,11 +255,7 @@ impl SecretSource for KmsSource {
             VersionSelector::Id(id) => request.version_id = Some(id.clone()),
         }
         let selector = selector.clone();
-        let limiter = self.limiter.clone();
-        async move {
-            if let Some(limiter) = limiter {
-                limiter.acquire().await;
-            }
+        let call = async move {
             let response = client
                 .get_secret_value(&request)
                 .await
@@ -250,17 +269,19 @@ impl SecretSource for KmsSource {
                 data: data.expose().to_vec(),
                 create_time: response.create_time.clone(),
             })
-        }
+        };
+        Self::measured(
+            self.limiter.clone(),
+            self.metrics.clone(),
+            "GetSecretValue",
+            call,
+        )
         .boxed()
     }
 
     fn check(&self) -> BoxFuture<'static, Result<(), SourceError>> {
         let client = self.client.clone();
-        let limiter = self.limiter.clone();
-        async move {
-            if let Some(limiter) = limiter {
-                limiter.acquire().await;
-            }
+        let call = async move {
             let request = ListSecretsRequest {
                 page_size: Some(1),
                 ..ListSecretsRequest::default()
@@ -270,7 +291,13 @@ impl SecretSource for KmsSource {
                 .await
                 .map(|_| ())
                 .map_err(|e| source_error(&e, None))
-        }
+        };
+        Self::measured(
+            self.limiter.clone(),
+            self.metrics.clone(),
+            "ListSecrets",
+            call,
+        )
         .boxed()
     }
 }

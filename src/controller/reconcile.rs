@@ -154,6 +154,14 @@ pub async fn reconcile(ms: Arc<ManagedSecret>, ctx: Arc<Context>) -> Result<Acti
             if plan == RolloutPlan::Restart {
                 restart_consumers(&ctx, &ms, &synced.revision).await?;
             }
+            ctx.metrics.synced(
+                crate::metrics::ObjectLabels {
+                    namespace: ms.namespace().unwrap_or_default(),
+                    name: ms.name_any(),
+                },
+                now,
+                synced.primary.create_time.as_deref(),
+            );
             let mut status = success_status(&ms, &synced, now);
             if plan != RolloutPlan::Nothing {
                 status.consumers_revision = Some(synced.revision.clone());
@@ -216,6 +224,12 @@ async fn restart_consumers(ctx: &Context, ms: &ManagedSecret, revision: &str) ->
     for target in &ms.spec.rollout_restart {
         let name = format!("{:?}/{}", target.kind, target.name);
         if rollout::restart(&ctx.client, &namespace, target, &key, revision).await? {
+            ctx.metrics
+                .consumer_restarts
+                .get_or_create(&crate::metrics::KindLabels {
+                    kind: target.kind.as_str(),
+                })
+                .inc();
             publish(
                 ctx,
                 ms,

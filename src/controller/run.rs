@@ -101,9 +101,9 @@ async fn run_controllers(
     let ctx = Arc::new(Context::new(
         client.clone(),
         Recorder::new(client.clone(), reporter),
-        Arc::new(KmsSourceFactory::new(options.kms.clone())),
+        Arc::new(KmsSourceFactory::new(options.kms.clone(), metrics.clone())),
         options.settings.clone(),
-        metrics,
+        metrics.clone(),
     ));
     // One controller per watched namespace (or one for the cluster), sharing the context so
     // clients, read coalescing and backoff are common.
@@ -148,6 +148,18 @@ async fn run_controllers(
         .for_each(|_| async {})
         .boxed(),
     );
+    // Per-object series leave with their object (deleted ManagedSecrets are never reconciled).
+    let pruned_caches = caches.clone();
+    let prune = async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            metrics.retain_objects(|object| {
+                let key = ObjectRef::new(&object.name).within(&object.namespace);
+                pruned_caches.iter().any(|cache| cache.get(&key).is_some())
+            });
+        }
+    };
     let readiness = async move {
         let synced = futures::future::join_all(caches.iter().map(|c| c.wait_until_ready())).await;
         if synced.iter().all(Result::is_ok) {
@@ -156,9 +168,10 @@ async fn run_controllers(
         }
         futures::future::pending::<()>().await
     };
+    // Readiness and pruning never finish; the controllers end on shutdown and so does this.
     tokio::select! {
         _ = futures::future::join_all(running) => {},
-        _ = readiness => {},
+        _ = futures::future::join(readiness, prune) => {},
     }
 }
 

@@ -143,6 +143,16 @@ pub enum RolloutKind {
     DaemonSet,
 }
 
+impl RolloutKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deployment => "Deployment",
+            Self::StatefulSet => "StatefulSet",
+            Self::DaemonSet => "DaemonSet",
+        }
+    }
+}
+
 /// Desired state of a ManagedSecret.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
 #[kube(
