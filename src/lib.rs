@@ -12,5 +12,6 @@ pub mod emulator;
 pub mod kms;
 pub mod lease;
 pub mod metrics;
+pub mod plugin;
 pub mod render;
 pub mod telemetry;

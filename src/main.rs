@@ -31,6 +31,9 @@ enum Command {
     Run(Box<kmsync::controller::run::RunArgs>),
     /// Print every CustomResourceDefinition as YAML (what `crds/` holds).
     Crd,
+    /// The kubectl plugin's commands (also available as `kubectl kmsync` when this binary is
+    /// installed as `kubectl-kmsync` on the PATH).
+    Plugin(Box<PluginCli>),
     /// Run the local KMS Secrets Manager emulator (with STS and ECS metadata).
     Emulator(Box<kmsync::emulator::cli::EmulatorArgs>),
     /// Call Alibaba Cloud KMS with the `aliyun kms` syntax, e.g.
@@ -38,8 +41,30 @@ enum Command {
     Kms(Box<kmsync::kms::cli::KmsArgs>),
 }
 
+/// Installed as `kubectl-kmsync`, the binary is a kubectl plugin.
+fn invoked_as_kubectl_plugin() -> bool {
+    std::env::args_os()
+        .next()
+        .and_then(|argv0| {
+            std::path::Path::new(&argv0)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .is_some_and(|name| name.starts_with("kubectl-kmsync"))
+}
+
+#[derive(Debug, clap::Args)]
+struct PluginCli {
+    #[command(flatten)]
+    args: kmsync::plugin::PluginArgs,
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    if invoked_as_kubectl_plugin() {
+        kmsync::telemetry::init(false);
+        return kmsync::plugin::main(kmsync::plugin::PluginArgs::parse()).await;
+    }
     let cli = Cli::parse();
     kmsync::telemetry::init(cli.log_format == LogFormat::Json);
     match cli.command {
@@ -54,6 +79,7 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Plugin(plugin) => kmsync::plugin::main(plugin.args).await,
         Command::Emulator(args) => kmsync::emulator::cli::run(*args).await,
         Command::Kms(args) => kmsync::kms::cli::run(*args).await,
     }

@@ -179,6 +179,15 @@ impl KmsSourceFactory {
     }
 }
 
+impl KmsSourceFactory {
+    /// A client for `store` outside the controller (the kubectl plugin's `versions`).
+    pub fn client(&self, store: &ResolvedStore) -> Result<Arc<KmsClient>, SourceError> {
+        self.build(store)
+            .map(|source| source.client)
+            .map_err(|e| source_error(&e, None))
+    }
+}
+
 impl SourceFactory for KmsSourceFactory {
     fn source(&self, store: &ResolvedStore) -> Result<Arc<dyn SecretSource>, SourceError> {
         let mut clients = self.clients.lock().expect("clients lock");
