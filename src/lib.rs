@@ -14,4 +14,5 @@ pub mod lease;
 pub mod metrics;
 pub mod plugin;
 pub mod render;
+pub mod rotation;
 pub mod telemetry;

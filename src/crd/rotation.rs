@@ -183,8 +183,15 @@ pub struct RotationStatus {
     pub last_rotation_time: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_rotation_time: Option<String>,
+    /// Failed attempts of the current rotation (reset when one succeeds).
     #[serde(default)]
     pub attempts: i32,
+    /// Rotations started so far; the next version id is derived from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<i64>,
+    /// The step that failed last, for humans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_step: Option<String>,
     /// Last value of `kmsync.io/rotate` acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_trigger: Option<String>,
