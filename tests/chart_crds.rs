@@ -23,5 +23,9 @@ fn chart_crds_directory_holds_only_the_copy() {
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, ["kmsync.io.yaml"], "helm would install every file in {dir:?}");
+    assert_eq!(
+        names,
+        ["kmsync.io.yaml"],
+        "helm would install every file in {dir:?}"
+    );
 }
