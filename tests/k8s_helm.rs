@@ -1045,3 +1045,100 @@ async fn namespaced_install_is_confined_to_its_namespaces() {
     );
     operator.assert_never_forbidden();
 }
+
+/// The optional parts are valid for the real apiserver (server-side dry run, so the demo
+/// SecretStore passes the CRD's endpoint rule), and the emulator sidecar's arguments, seed and
+/// AccessKey work with the real binary: `kmsync kms GetSecretValue` reads the seeded secret.
+#[tokio::test]
+async fn emulator_sidecar_and_optional_objects_are_valid() {
+    let helm = Helm::new();
+    let client = support::client().await;
+    let namespace = fresh_namespace(&client, "helm-emu").await;
+    let chart = chart();
+    let yaml = helm.ok(&[
+        "template",
+        RELEASE,
+        &chart,
+        "--namespace",
+        &namespace,
+        "--set",
+        "emulator.enabled=true,metrics.dashboard.enabled=true,networkPolicy.enabled=true",
+    ]);
+    let out = kubectl(
+        &["apply", "--dry-run=server", "-n", &namespace, "-f", "-"],
+        Some(&yaml),
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("secretstore.kmsync.io/kms-demo created (server dry run)"),
+        "{}",
+        describe(&out)
+    );
+
+    let objects = parse_documents(&yaml);
+    let emulator = deployment(&objects)["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "emulator")
+        .expect("emulator container")
+        .clone();
+    let access_key = of_kind(&objects, "Secret")
+        .into_iter()
+        .find_map(|s| s["stringData"]["access-key"].as_str().map(String::from))
+        .expect("emulator access key");
+    let seed = of_kind(&objects, "ConfigMap")
+        .into_iter()
+        .find_map(|c| c["data"]["seed.yaml"].as_str().map(String::from))
+        .expect("seed");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("seed.yaml"), seed).expect("seed file");
+    let port_file = dir.path().join("url");
+    // The container's arguments, with what the kubelet would substitute and mount.
+    let args: Vec<String> = strings(&emulator["args"])
+        .into_iter()
+        .map(|a| {
+            if a.starts_with("--listen=") {
+                "--listen=127.0.0.1:0".into()
+            } else if a.starts_with("--seed=") {
+                format!("--seed={}", dir.path().join("seed.yaml").display())
+            } else {
+                a.replace("$(KMSYNC_EMULATOR_ACCESS_KEY)", &access_key)
+            }
+        })
+        .collect();
+    assert!(
+        args.iter()
+            .any(|a| a == &format!("--access-key={access_key}"))
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kmsync"))
+        .args(&args)
+        .arg(format!("--port-file={}", port_file.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the emulator");
+    let url = wait_for("the emulator's port file", 30, || async {
+        std::fs::read_to_string(&port_file)
+            .ok()
+            .filter(|u| !u.is_empty())
+    })
+    .await;
+    let (id, secret) = access_key.split_once(':').expect("ID:SECRET");
+    let read = Command::new(env!("CARGO_BIN_EXE_kmsync"))
+        .args(["kms", "--region", "cn-hangzhou", "--endpoint", url.trim()])
+        .args(["--access-key-id", id, "--access-key-secret", secret])
+        .args(["GetSecretValue", "--SecretName", "db_cred"])
+        .output()
+        .expect("kmsync kms");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(read.status.success(), "{}", describe(&read));
+    assert!(
+        String::from_utf8_lossy(&read.stdout).contains("demo-password-v1"),
+        "{}",
+        describe(&read)
+    );
+}
