@@ -213,7 +213,7 @@ fn resume(inputs: &Inputs<'_>, version_id: String) -> Step {
         return Step::Put { version_id, stages };
     };
     if stages.iter().any(|s| s == CURRENT) {
-        return if staged && stages.iter().any(|s| *s == pending) {
+        return if staged && stages.contains(&pending) {
             Step::Clean {
                 version_id,
                 stage: pending,
@@ -228,7 +228,7 @@ fn resume(inputs: &Inputs<'_>, version_id: String) -> Step {
         return Step::Finish { version_id };
     }
     if phase == phase::FAILED {
-        let stage = stages.iter().any(|s| *s == pending).then_some(pending);
+        let stage = stages.contains(&pending).then_some(pending);
         return Step::Abort { version_id, stage };
     }
     let manual = spec
