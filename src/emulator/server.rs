@@ -112,9 +112,7 @@ impl Emulator {
             Some(identity) => {
                 // `tap_io` (a no-op here) gives the TLS listener axum's generic `ConnectInfo`
                 // of the peer address, which the admin paths' loopback rule needs.
-                let listener = TlsListener::new(listener, identity.config)
-                    .map_err(|e| EmulatorError::Bind(addr, e))?
-                    .tap_io(|_| {});
+                let listener = TlsListener::new(listener, identity.config).tap_io(|_| {});
                 tokio::spawn(async move {
                     let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown);
                     if let Err(e) = serve.await {

@@ -12,8 +12,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
@@ -140,72 +139,55 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshakes in progress at once; further TCP connections wait in the kernel backlog.
 const MAX_HANDSHAKES: usize = 256;
 
-/// A TLS listener for `axum::serve`. A background task accepts TCP connections and runs each
-/// handshake in its own task (a slow client never blocks others); finished handshakes are
-/// handed to `accept`. Dropping the listener (as graceful shutdown does) stops that task and
-/// every pending handshake.
-#[derive(Debug)]
+/// A TLS listener for `axum::serve`. Each TCP connection's handshake runs in its own task (a
+/// slow client never blocks the others); `accept` hands out finished handshakes. The TCP
+/// listener and the pending handshakes are owned here, so dropping the listener (as graceful
+/// shutdown does) closes the port at once and aborts every unfinished handshake.
 pub struct TlsListener {
-    local: SocketAddr,
-    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    acceptor: JoinHandle<()>,
+    tcp: TcpListener,
+    tls: TlsAcceptor,
+    handshakes: JoinSet<Option<(TlsStream<TcpStream>, SocketAddr)>>,
+}
+
+impl std::fmt::Debug for TlsListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsListener")
+            .field("local", &self.tcp.local_addr().ok())
+            .field("handshakes", &self.handshakes.len())
+            .finish()
+    }
 }
 
 impl TlsListener {
-    pub fn new(tcp: TcpListener, config: Arc<rustls::ServerConfig>) -> std::io::Result<Self> {
-        let local = tcp.local_addr()?;
-        let (tx, ready) = mpsc::channel(64);
-        let acceptor = tokio::spawn(accept_loop(tcp, TlsAcceptor::from(config), tx));
-        Ok(Self {
-            local,
-            ready,
-            acceptor,
-        })
-    }
-}
-
-impl Drop for TlsListener {
-    fn drop(&mut self) {
-        self.acceptor.abort();
-    }
-}
-
-async fn accept_loop(
-    tcp: TcpListener,
-    tls: TlsAcceptor,
-    tx: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
-) {
-    let mut handshakes = JoinSet::new();
-    loop {
-        while handshakes.try_join_next().is_some() {}
-        if handshakes.len() >= MAX_HANDSHAKES {
-            handshakes.join_next().await;
-            continue;
+    pub fn new(tcp: TcpListener, config: Arc<rustls::ServerConfig>) -> Self {
+        Self {
+            tcp,
+            tls: TlsAcceptor::from(config),
+            handshakes: JoinSet::new(),
         }
-        let (stream, peer) = match tcp.accept().await {
-            Ok(pair) => pair,
-            Err(e) => {
-                accept_error(e).await;
-                continue;
-            }
-        };
+    }
+
+    fn start_handshake(&mut self, stream: TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
-        let tls = tls.clone();
-        let tx = tx.clone();
-        handshakes.spawn(async move {
+        let tls = self.tls.clone();
+        self.handshakes.spawn(async move {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
-                Ok(Ok(stream)) => {
-                    let _ = tx.send((stream, peer)).await;
+                Ok(Ok(stream)) => Some((stream, peer)),
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    None
                 }
-                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    None
+                }
             }
         });
     }
 }
 
-/// Per-connection errors are ignored; others (e.g. too many open files) are logged and the loop
-/// pauses briefly, like axum's own TCP listener.
+/// Per-connection errors are ignored; others (e.g. too many open files) are logged and the
+/// listener pauses briefly, like axum's own TCP listener.
 async fn accept_error(e: std::io::Error) {
     use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
     if matches!(
@@ -222,16 +204,26 @@ impl axum::serve::Listener for TlsListener {
     type Io = TlsStream<TcpStream>;
     type Addr = SocketAddr;
 
+    /// Cancel-safe (both `TcpListener::accept` and `JoinSet::join_next` are).
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(pair) => pair,
-            // The acceptor task only ends when aborted, i.e. after this listener was dropped.
-            None => std::future::pending().await,
+        loop {
+            let room = self.handshakes.len() < MAX_HANDSHAKES;
+            tokio::select! {
+                Some(done) = self.handshakes.join_next(), if !self.handshakes.is_empty() => {
+                    if let Ok(Some(pair)) = done {
+                        return pair;
+                    }
+                }
+                accepted = self.tcp.accept(), if room => match accepted {
+                    Ok((stream, peer)) => self.start_handshake(stream, peer),
+                    Err(e) => accept_error(e).await,
+                },
+            }
         }
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
+        self.tcp.local_addr()
     }
 }
 
