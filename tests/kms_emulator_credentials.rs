@@ -68,8 +68,8 @@ fn assume_role(
     )
 }
 
-/// A JWT-shaped projected ServiceAccount token (the emulator checks shape, audience and expiry,
-/// not the signature).
+/// A JWT-shaped projected ServiceAccount token (without a JWKS the emulator checks shape, audience
+/// and expiry, not the signature).
 fn oidc_token(audience: &str, exp: i64) -> String {
     let enc = |v: serde_json::Value| {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
@@ -384,6 +384,84 @@ async fn rrsa_honours_the_configured_audience() {
     .await
     .unwrap_err();
     assert_credentials_error(&err, "oidc_role_arn", "InvalidAudience", "custom audience");
+    emu.shutdown().await;
+}
+
+/// A P-256 key made with rcgen: its JWKS entry (`kid`) and a signer of projected-token claims.
+struct TestOidcKey {
+    kid: String,
+    key: jsonwebtoken::EncodingKey,
+    jwk: serde_json::Value,
+}
+
+impl TestOidcKey {
+    fn new(kid: &str) -> Self {
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let raw = pair.public_key_raw(); // 0x04 || x || y
+        Self {
+            kid: kid.into(),
+            key: jsonwebtoken::EncodingKey::from_ec_der(&pair.serialize_der()),
+            jwk: json!({"kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid,
+                "x": b64(&raw[1..33]), "y": b64(&raw[33..])}),
+        }
+    }
+
+    fn token(&self, audience: &str) -> String {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some(self.kid.clone());
+        let claims = json!({
+            "aud": [audience], "exp": in_an_hour(), "iat": jiff::Timestamp::now().as_second(),
+            "iss": "https://kubernetes.default.svc", "sub": "system:serviceaccount:kmsync-system:kmsync",
+        });
+        jsonwebtoken::encode(&header, &claims, &self.key).unwrap()
+    }
+}
+
+#[tokio::test]
+async fn rrsa_token_signatures_are_checked_against_a_configured_jwks() {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = TestOidcKey::new("sa-key-1");
+    let jwks_file = dir.path().join("jwks.json");
+    std::fs::write(&jwks_file, json!({"keys": [signer.jwk]}).to_string()).unwrap();
+    let mut cfg = config();
+    cfg.sts.oidc_jwks = Some(kmsync::emulator::JwksSource::File(jwks_file));
+    let emu = start(cfg).await;
+    seed(&emu, SignatureStyle::V3, "jwks/s", "signed").await;
+    for style in STYLES {
+        let s = style_name(style);
+        let good = rrsa(
+            &emu,
+            OidcToken::Token(signer.token("sts.aliyuncs.com").into()),
+            None,
+        );
+        let c = client_with(&emu, style, good);
+        assert_eq!(read(&c, "jwks/s").await.unwrap(), "signed", "{s}");
+
+        // Same kid, another key; and the unsigned shape that passes without a JWKS.
+        let forged = TestOidcKey::new("sa-key-1").token("sts.aliyuncs.com");
+        for token in [forged, oidc_token("sts.aliyuncs.com", in_an_hour())] {
+            let bad = rrsa(&emu, OidcToken::Token(token.into()), None);
+            let err = read(&client_with(&emu, style, bad), "jwks/s")
+                .await
+                .unwrap_err();
+            assert_credentials_error(
+                &err,
+                "oidc_role_arn",
+                "AuthenticationFail.OIDCToken.InvalidSignature",
+                s,
+            );
+        }
+    }
+    assert_eq!(count(&emu, "AssumeRoleWithOIDC", "Success"), 2);
+    assert_eq!(
+        count(
+            &emu,
+            "AssumeRoleWithOIDC",
+            "AuthenticationFail.OIDCToken.InvalidSignature"
+        ),
+        4
+    );
     emu.shutdown().await;
 }
 

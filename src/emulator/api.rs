@@ -120,6 +120,7 @@ async fn process(
             caller.as_deref(),
             &mut keyring,
             &state.config.sts,
+            state.oidc_keys.as_ref(),
             now,
         );
     }

@@ -5,8 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::config::{AccessKey, EmulatorConfig};
+use super::oidc::JwksSource;
 use super::persist::write_atomic;
 use super::server::Emulator;
+use super::tls::TlsConfig;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct EmulatorArgs {
@@ -46,6 +48,23 @@ pub struct EmulatorArgs {
     /// Refuse metadata requests without an IMDSv2 token.
     #[arg(long)]
     pub imds_require_token: bool,
+    /// Serve HTTPS with a certificate generated at start (a fresh CA; the leaf is for
+    /// 127.0.0.1, localhost and ::1). Write the CA with --tls-ca-out to trust it.
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    pub tls: bool,
+    /// Serve HTTPS with this PEM certificate chain (leaf first); needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// With --tls: write the generated CA certificate (PEM) here before the port file.
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    pub tls_ca_out: Option<PathBuf>,
+    /// Verify AssumeRoleWithOIDC token signatures against this JWKS file
+    /// (e.g. `kubectl get --raw /openid/v1/jwks`).
+    #[arg(long, value_name = "FILE")]
+    pub oidc_jwks: Option<PathBuf>,
 }
 
 impl EmulatorArgs {
@@ -76,6 +95,20 @@ impl EmulatorArgs {
             cfg.sts.default_duration_secs = secs;
         }
         cfg.sts.imds_require_token |= self.imds_require_token;
+        if self.tls {
+            cfg.tls = Some(TlsConfig::Generated {
+                ca_out: self.tls_ca_out.clone(),
+            });
+        }
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            cfg.tls = Some(TlsConfig::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            });
+        }
+        if let Some(jwks) = &self.oidc_jwks {
+            cfg.sts.oidc_jwks = Some(JwksSource::File(jwks.clone()));
+        }
         Ok(cfg)
     }
 }

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::faults::FaultConfig;
+use super::oidc::JwksSource;
 use super::store::Semantics;
+use super::tls::TlsConfig;
 
 /// One AccessKey pair, optionally with an STS token (then the token must accompany each call).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +100,10 @@ pub struct StsConfig {
     pub imds_role: String,
     /// Refuse metadata GETs without an IMDSv2 token.
     pub imds_require_token: bool,
+    /// When set, AssumeRoleWithOIDC also verifies the token's signature against this JWKS
+    /// (a file path, or the key set inline); without it only shape, audience and expiry count.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oidc_jwks: Option<JwksSource>,
 }
 
 impl Default for StsConfig {
@@ -108,6 +114,7 @@ impl Default for StsConfig {
             oidc_audience: "sts.aliyuncs.com".to_string(),
             imds_role: "kmsync-emulator-role".to_string(),
             imds_require_token: false,
+            oidc_jwks: None,
         }
     }
 }
@@ -119,6 +126,9 @@ pub struct EmulatorConfig {
     pub listen: SocketAddr,
     /// Binding a non-loopback address needs this (the admin paths stay loopback-only).
     pub allow_non_loopback: bool,
+    /// Serve HTTPS instead of plain HTTP (the default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
     pub access_keys: Vec<AccessKey>,
     pub region_id: String,
     /// YAML seed loaded when no state file exists yet.
@@ -136,6 +146,7 @@ impl Default for EmulatorConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             allow_non_loopback: false,
+            tls: None,
             access_keys: Vec::new(),
             region_id: "cn-hangzhou".to_string(),
             seed: None,

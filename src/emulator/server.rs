@@ -1,21 +1,24 @@
 //! Starting and stopping an emulator: load state or seed, bind (loopback unless allowed),
-//! serve KMS/STS (`/`), metadata (`/latest/`) and admin (`/admin/`) on one listener, and flush
-//! the state file on shutdown.
+//! serve KMS/STS (`/`), metadata (`/latest/`) and admin (`/admin/`) on one listener, over plain
+//! HTTP or TLS (`tls`), and flush the state file on shutdown.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::serve::ListenerExt as _;
 use jiff::Timestamp;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::config::EmulatorConfig;
 use super::faults::FaultConfig;
+use super::oidc::OidcKeys;
 use super::state::{AppState, lock};
 use super::store::Store;
-use super::{admin, api, imds, persist};
+use super::tls::TlsListener;
+use super::{admin, api, imds, persist, tls};
 
 /// Why an emulator could not start.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +29,9 @@ pub enum EmulatorError {
     Bind(SocketAddr, std::io::Error),
     #[error("{0}")]
     State(String),
+    /// TLS certificate/key or OIDC JWKS unusable.
+    #[error("{0}")]
+    Config(String),
 }
 
 /// Entry point: `Emulator::start(config).await`.
@@ -36,6 +42,8 @@ pub struct Emulator;
 #[derive(Debug)]
 pub struct RunningEmulator {
     addr: SocketAddr,
+    https: bool,
+    ca_pem: Option<String>,
     state: Arc<AppState>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -70,6 +78,14 @@ impl Emulator {
         if !config.listen.ip().is_loopback() && !config.allow_non_loopback {
             return Err(EmulatorError::NonLoopback(config.listen));
         }
+        let oidc_keys = match &config.sts.oidc_jwks {
+            Some(source) => Some(OidcKeys::load(source).map_err(EmulatorError::Config)?),
+            None => None,
+        };
+        let identity = match &config.tls {
+            Some(tls_config) => Some(tls::load(tls_config).map_err(EmulatorError::Config)?),
+            None => None,
+        };
         let store = initial_store(&config)?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -77,21 +93,39 @@ impl Emulator {
         let addr = listener
             .local_addr()
             .map_err(|e| EmulatorError::Bind(config.listen, e))?;
-        let state = Arc::new(AppState::new(config, store));
+        let state = Arc::new(AppState::new(config, store).with_oidc_keys(oidc_keys));
         state.flush();
         let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
-                let _ = stopped.await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "emulator server failed");
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        let https = identity.is_some();
+        let ca_pem = identity.as_ref().and_then(|id| id.ca_pem.clone());
+        let task = match identity {
+            None => tokio::spawn(async move {
+                let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown);
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "emulator server failed");
+                }
+            }),
+            Some(identity) => {
+                // `tap_io` (a no-op here) gives the TLS listener axum's generic `ConnectInfo`
+                // of the peer address, which the admin paths' loopback rule needs.
+                let listener = TlsListener::new(listener, identity.config).tap_io(|_| {});
+                tokio::spawn(async move {
+                    let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown);
+                    if let Err(e) = serve.await {
+                        tracing::error!(error = %e, "emulator server failed");
+                    }
+                })
             }
-        });
-        tracing::info!(%addr, "kms emulator started");
+        };
+        tracing::info!(%addr, tls = https, "kms emulator started");
         Ok(RunningEmulator {
             addr,
+            https,
+            ca_pem,
             state,
             stop: Some(stop),
             task: Some(task),
@@ -100,9 +134,21 @@ impl Emulator {
 }
 
 impl RunningEmulator {
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`, or `https://127.0.0.1:PORT` with TLS.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// Whether the emulator serves HTTPS.
+    pub fn is_tls(&self) -> bool {
+        self.https
+    }
+
+    /// PEM of the CA that signed a generated TLS certificate (trust it, and only it, to reach
+    /// this emulator); `None` over plain HTTP or with a given certificate.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
     }
 
     pub fn local_addr(&self) -> SocketAddr {

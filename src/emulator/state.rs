@@ -11,6 +11,7 @@ use super::auth::Keyring;
 use super::config::EmulatorConfig;
 use super::faults::Faults;
 use super::metrics::Metrics;
+use super::oidc::OidcKeys;
 use super::persist;
 use super::store::Store;
 
@@ -21,6 +22,8 @@ pub struct AppState {
     pub keyring: Mutex<Keyring>,
     pub faults: Mutex<Faults>,
     pub metrics: Metrics,
+    /// Keys OIDC token signatures are verified against (`sts.oidcJwks`), loaded at start.
+    pub oidc_keys: Option<OidcKeys>,
     /// IMDSv2 tokens and their expiry.
     pub imds_tokens: Mutex<HashMap<String, Timestamp>>,
     clock_offset_secs: AtomicI64,
@@ -38,10 +41,16 @@ impl AppState {
             faults: Mutex::new(Faults::new(config.faults.clone())),
             store: Mutex::new(store),
             metrics: Metrics::default(),
+            oidc_keys: None,
             imds_tokens: Mutex::new(HashMap::new()),
             clock_offset_secs: AtomicI64::new(0),
             config,
         }
+    }
+
+    pub fn with_oidc_keys(mut self, keys: Option<OidcKeys>) -> Self {
+        self.oidc_keys = keys;
+        self
     }
 
     /// The store's notion of now: real time plus the admin clock offset.

@@ -1,7 +1,8 @@
 //! The emulated STS (API version 2015-04-01, same listener as KMS, told apart by action and
 //! version): `AssumeRole` (signed), `AssumeRoleWithOIDC` (anonymous; token shape, audience and
-//! expiry are checked, the JWKS signature is not) and `GetCallerIdentity`. Issued credentials
-//! go into the keyring and are accepted by the KMS side until they expire.
+//! expiry are checked, and the signature too when a JWKS is configured, see `oidc`) and
+//! `GetCallerIdentity`. Issued credentials go into the keyring and are accepted by the KMS side
+//! until they expire.
 
 use base64::Engine as _;
 use jiff::{SignedDuration, Timestamp};
@@ -12,6 +13,7 @@ use serde_json::{Value, json};
 use super::auth::{Keyring, KnownKey};
 use super::config::StsConfig;
 use super::error::KmsError;
+use super::oidc::OidcKeys;
 use super::params::Params;
 use super::store::fmt_time;
 
@@ -75,18 +77,20 @@ pub fn credentials_json(i: &Issued) -> Value {
     })
 }
 
-/// Runs one STS action. `caller` is the signing AccessKey (None for anonymous calls).
+/// Runs one STS action. `caller` is the signing AccessKey (None for anonymous calls);
+/// `oidc_keys`, when given, must verify every OIDC token's signature.
 pub fn dispatch(
     action: &str,
     p: &Params,
     caller: Option<&str>,
     keyring: &mut Keyring,
     cfg: &StsConfig,
+    oidc_keys: Option<&OidcKeys>,
     now: Timestamp,
 ) -> Result<Value, KmsError> {
     match action {
         "AssumeRole" => assume_role(p, keyring, cfg, now),
-        "AssumeRoleWithOIDC" => assume_role_with_oidc(p, keyring, cfg, now),
+        "AssumeRoleWithOIDC" => assume_role_with_oidc(p, keyring, cfg, oidc_keys, now),
         "GetCallerIdentity" => Ok(json!({"AccessKeyId": caller, "IdentityType": "Account"})),
         _ => Err(super::actions::unknown_action()),
     }
@@ -158,8 +162,14 @@ fn assume_role(
     }))
 }
 
-/// Checks the token's shape (three base64url parts, JSON claims), audience and expiry.
-fn oidc_claims(token: &str, audience: &str, now: Timestamp) -> Result<Value, KmsError> {
+/// Checks the token's shape (three base64url parts, JSON claims), its signature when `keys` are
+/// given, then audience and expiry.
+fn oidc_claims(
+    token: &str,
+    audience: &str,
+    now: Timestamp,
+    keys: Option<&OidcKeys>,
+) -> Result<Value, KmsError> {
     let malformed = || {
         KmsError::new(
             "InvalidParameter.OIDCToken",
@@ -175,6 +185,9 @@ fn oidc_claims(token: &str, audience: &str, now: Timestamp) -> Result<Value, Kms
         .decode(payload.trim_end_matches('='))
         .map_err(|_| malformed())?;
     let claims: Value = serde_json::from_slice(&bytes).map_err(|_| malformed())?;
+    if let Some(keys) = keys {
+        keys.verify(token)?;
+    }
     let aud_ok = match &claims["aud"] {
         Value::String(a) => a == audience,
         Value::Array(list) => list.iter().any(|a| a.as_str() == Some(audience)),
@@ -205,6 +218,7 @@ fn assume_role_with_oidc(
     p: &Params,
     keyring: &mut Keyring,
     cfg: &StsConfig,
+    oidc_keys: Option<&OidcKeys>,
     now: Timestamp,
 ) -> Result<Value, KmsError> {
     let (account, role) = parse_ram_arn(p.req("RoleArn")?, "role", "RoleArn")?;
@@ -217,7 +231,9 @@ fn assume_role_with_oidc(
     if !(4..=20000).contains(&token.len()) {
         return Err(KmsError::invalid("OIDCToken"));
     }
-    let claims = oidc_claims(token, &cfg.oidc_audience, now)?;
+    // Shape first, then the signature (claims of an unverified token decide nothing), then
+    // audience and expiry.
+    let claims = oidc_claims(token, &cfg.oidc_audience, now, oidc_keys)?;
     let session = session_name(p)?;
     let issued = issue(keyring, duration(p, cfg)?, now);
     let time = |k: &str| {
@@ -253,6 +269,15 @@ mod tests {
     }
 
     fn oidc(tok: &str, kr: &mut Keyring, now: Timestamp) -> Result<Value, KmsError> {
+        oidc_with(tok, kr, None, now)
+    }
+
+    fn oidc_with(
+        tok: &str,
+        kr: &mut Keyring,
+        keys: Option<&OidcKeys>,
+        now: Timestamp,
+    ) -> Result<Value, KmsError> {
         let p = Params::from_pairs([
             ("RoleArn", "acs:ram::123:role/app"),
             ("OIDCProviderArn", "acs:ram::123:oidc-provider/ack-rrsa-c1"),
@@ -264,8 +289,94 @@ mod tests {
             None,
             kr,
             &StsConfig::default(),
+            keys,
             now,
         )
+    }
+
+    fn sa_claims(aud: &str, exp: i64) -> Value {
+        json!({"aud": [aud], "exp": exp, "iat": 1, "iss": "https://oidc",
+            "sub": "system:serviceaccount:ns:sa"})
+    }
+
+    /// Replaces the payload of a signed token, keeping header and signature.
+    fn tamper(token: &str, claims: &Value) -> String {
+        let parts: Vec<&str> = token.split('.').collect();
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims.to_string());
+        format!("{}.{payload}.{}", parts[0], parts[2])
+    }
+
+    #[test]
+    fn oidc_signatures_are_verified_against_the_jwks() {
+        use crate::emulator::oidc::INVALID_SIGNATURE;
+        use crate::emulator::oidc::testing::{Signer, jwks};
+        let now = Timestamp::now();
+        let future = now.as_second() + 600;
+        let mut kr = Keyring::default();
+        let rsa = Signer::rsa("k8s-rsa");
+        let ec = Signer::ec("k8s-ec");
+        let keys = OidcKeys::from_json(&jwks(&[&rsa, &ec])).unwrap();
+        for (name, signer) in [("RS256", &rsa), ("ES256", &ec)] {
+            let good = signer.sign(&sa_claims("sts.aliyuncs.com", future));
+            let out = oidc_with(&good, &mut kr, Some(&keys), now)
+                .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+            let id = out["Credentials"]["AccessKeyId"].as_str().unwrap();
+            assert!(id.starts_with("STS."), "{name}: {out}");
+
+            // Same claims under a key the provider does not publish (same kid).
+            let wrong = if name == "RS256" {
+                Signer::rsa("k8s-rsa")
+            } else {
+                Signer::ec("k8s-ec")
+            };
+            let forged = wrong.sign(&sa_claims("sts.aliyuncs.com", future));
+            let e = oidc_with(&forged, &mut kr, Some(&keys), now).unwrap_err();
+            assert_eq!(
+                (e.code.as_str(), e.status),
+                (INVALID_SIGNATURE, 400),
+                "{name}"
+            );
+
+            // A tampered payload (another subject) under the original signature.
+            let mut claims = sa_claims("sts.aliyuncs.com", future);
+            claims["sub"] = json!("system:serviceaccount:kube-system:admin");
+            let e = oidc_with(&tamper(&good, &claims), &mut kr, Some(&keys), now).unwrap_err();
+            assert_eq!(e.code, INVALID_SIGNATURE, "{name}");
+
+            // Signature first: a badly signed token is refused as such, whatever its audience.
+            let e = oidc_with(
+                &wrong.sign(&sa_claims("other", future)),
+                &mut kr,
+                Some(&keys),
+                now,
+            )
+            .unwrap_err();
+            assert_eq!(e.code, INVALID_SIGNATURE, "{name}");
+            // A well-signed token still gets the audience and expiry checks.
+            let e = oidc_with(
+                &signer.sign(&sa_claims("other", future)),
+                &mut kr,
+                Some(&keys),
+                now,
+            )
+            .unwrap_err();
+            assert_eq!(e.code, "AuthenticationFail.OIDCToken.InvalidAudience");
+            let e = oidc_with(
+                &signer.sign(&sa_claims("sts.aliyuncs.com", now.as_second() - 1)),
+                &mut kr,
+                Some(&keys),
+                now,
+            )
+            .unwrap_err();
+            assert_eq!(e.code, "AuthenticationFail.OIDCToken.Expired");
+        }
+        // The unsigned-shape token of the other tests: refused with a JWKS, accepted without.
+        let fake = token("sts.aliyuncs.com", future);
+        let e = oidc_with(&fake, &mut kr, Some(&keys), now).unwrap_err();
+        assert_eq!(e.code, INVALID_SIGNATURE);
+        oidc_with(&fake, &mut kr, None, now).unwrap();
+        let forged = Signer::ec("k8s-ec").sign(&sa_claims("sts.aliyuncs.com", future));
+        oidc_with(&forged, &mut kr, None, now).unwrap();
     }
 
     #[test]
@@ -310,6 +421,7 @@ mod tests {
                 Some("ak"),
                 kr,
                 &StsConfig::default(),
+                None,
                 now,
             )
         };

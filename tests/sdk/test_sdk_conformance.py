@@ -290,3 +290,63 @@ def test_metrics_text(emu):
     with urllib.request.urlopen(emu + "/admin/metrics", timeout=10) as resp:
         text = resp.read().decode()
     assert 'kms_emulator_calls_total{action="CreateSecret",outcome="Success"}' in text
+
+
+@pytest.fixture(scope="module")
+def tls_emu():
+    """`kmsync emulator --tls`: yields (https URL, path of the generated CA PEM)."""
+    tmp = tempfile.TemporaryDirectory()
+    port_file, ca_file = Path(tmp.name) / "port", Path(tmp.name) / "ca.pem"
+    log = open(Path(tmp.name) / "emulator.log", "wb")
+    proc = subprocess.Popen(
+        [emulator_binary(), "emulator", "--tls", "--tls-ca-out", str(ca_file), "--access-key",
+         f"{AK_ID}:{AK_SECRET}", "--port-file", str(port_file)],
+        stdout=subprocess.PIPE, stderr=log,
+    )
+    try:
+        line = proc.stdout.readline().decode().strip()
+        assert line.startswith("kmsync emulator listening on https://127.0.0.1:"), line
+        yield port_file.read_text().strip(), str(ca_file)
+    finally:
+        proc.terminate()  # by PID: the process this fixture started
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
+        tmp.cleanup()
+
+
+@pytest.mark.parametrize("algorithm", [None, "v2"])
+def test_https_with_the_generated_ca(tls_emu, algorithm):
+    """The SDK's own HTTPS path (protocol='https', Config.ca = CA file, verification on)."""
+    url, ca = tls_emu
+    kw = dict(access_key_id=AK_ID, access_key_secret=AK_SECRET, endpoint=url.removeprefix("https://"),
+              protocol="https", ca=ca)
+    if algorithm:
+        kw["signature_algorithm"] = algorithm
+    client = Client(oa.Config(**kw))
+    name = f"tls-{algorithm or 'v3'}/single"
+    create(client, name)
+    client.put_secret_value(kms.PutSecretValueRequest(secret_name=name, secret_data="v2-data", version_id="v2"))
+    cur = get(client, name)
+    assert (cur.version_id, cur.secret_data) == ("v2", "v2-data")
+    assert get(client, name, version_stage="ACSPrevious").version_id == "v1"
+
+
+def test_https_without_the_ca_is_refused(tls_emu):
+    """Without Config.ca the SDK verifies against its default roots and fails the handshake.
+
+    The SDK keeps one requests Session per scheme://host:port for the whole process and reuses
+    its pooled, already verified connections whatever the new client's ca is, so this test
+    addresses the emulator as localhost:PORT (also a SAN of the generated certificate), a host
+    key no trusting client of this module uses.
+    """
+    url, _ = tls_emu
+    port = url.rsplit(":", 1)[1]
+    client = Client(oa.Config(access_key_id=AK_ID, access_key_secret=AK_SECRET, endpoint=f"localhost:{port}",
+                              protocol="https"))
+    with pytest.raises(Exception) as info:
+        create(client, "tls/untrusted")
+    assert "CERTIFICATE_VERIFY_FAILED" in str(info.value), info.value
