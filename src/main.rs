@@ -30,7 +30,11 @@ enum Command {
     /// Run the operator: sync ManagedSecrets into Secrets and report status.
     Run(Box<kmsync::controller::run::RunArgs>),
     /// Print every CustomResourceDefinition as YAML (what `crds/` holds).
-    Crd,
+    Crd {
+        /// Print the Markdown field reference instead (docs/reference.md).
+        #[arg(long)]
+        reference: bool,
+    },
     /// The kubectl plugin's commands (also available as `kubectl kmsync` when this binary is
     /// installed as `kubectl-kmsync` on the PATH).
     Plugin(Box<PluginCli>),
@@ -69,7 +73,11 @@ async fn main() -> ExitCode {
     kmsync::telemetry::init(cli.log_format == LogFormat::Json);
     match cli.command {
         Command::Run(args) => run(&args).await,
-        Command::Crd => match kmsync::crd::render_yaml() {
+        Command::Crd { reference: true } => {
+            print!("{}", kmsync::crd::reference::markdown(&kmsync::crd::all()));
+            ExitCode::SUCCESS
+        }
+        Command::Crd { reference: false } => match kmsync::crd::render_yaml() {
             Ok(yaml) => {
                 print!("{yaml}");
                 ExitCode::SUCCESS

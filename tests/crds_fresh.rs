@@ -55,3 +55,14 @@ fn generated_crds_carry_status_subresource_and_printer_columns() {
         ["Ready", "Reason", "Version", "Stage", "Last Sync", "Age"]
     );
 }
+
+#[test]
+fn docs_reference_matches_generated_reference() {
+    let expected = kmsync::crd::reference::markdown(&kmsync::crd::all());
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/reference.md");
+    let actual = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        actual == expected,
+        "docs/reference.md is stale: regenerate it with `make crds`"
+    );
+}

@@ -894,3 +894,56 @@ async fn metrics_describe_the_work_and_forget_deleted_objects() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_least_privilege_policy_without_list_permission_still_syncs() {
+    let mut env = SyncEnv::without_operator("sync-least-privilege").await;
+    env.emulator.set_faults(FaultConfig {
+        errors: vec![ErrorRule {
+            action: "ListSecrets".into(),
+            rate: 1.0,
+            code: "Forbidden.NoPermission".into(),
+            status: 403,
+            message: None,
+        }],
+        ..FaultConfig::default()
+    });
+    env.create_kms_secret("db", "v1", "x").await;
+    env.apply_managed_secret("db", "db", json!({})).await;
+    env.operator = Some(support::sync::Operator::start(&env.namespace, "info"));
+    wait_ready(&env, "db", "True", "Synced").await;
+    let store: SecretStore = wait_for("the store check", 60, || async {
+        let store: SecretStore = Api::namespaced(env.client.clone(), &env.namespace)
+            .get("kms")
+            .await
+            .ok()?;
+        store
+            .status
+            .as_ref()?
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready")
+            .then_some(store)
+    })
+    .await;
+    let ready = store
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("True", "Valid")
+    );
+    assert!(
+        ready.message.contains("ListSecrets is not permitted"),
+        "{}",
+        ready.message
+    );
+    assert!(
+        env.calls("ListSecrets") >= 1,
+        "the check did call ListSecrets"
+    );
+}

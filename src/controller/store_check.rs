@@ -26,7 +26,7 @@ async fn check(
     key: String,
     connection: KmsConnection,
     credentials_namespace: String,
-) -> Result<(), Error> {
+) -> Result<Checked, Error> {
     let resolved = stores::resolve(
         &ctx.client,
         StoreRefResolved {
@@ -37,23 +37,43 @@ async fn check(
     )
     .await?;
     let source = ctx.sources.source(&resolved)?;
-    source.check().await?;
-    Ok(())
+    match source.check().await {
+        // Authenticated but not allowed to list: the credentials are good, and a least-privilege
+        // policy (GetSecretValue on named secrets only) must not keep the store from being ready.
+        Err(error) if error.reason == "AccessDenied" => Ok(Checked::NoListPermission),
+        Err(error) => Err(error.into()),
+        Ok(()) => Ok(Checked::Full),
+    }
+}
+
+/// How far the store check got.
+#[derive(Debug, PartialEq, Eq)]
+enum Checked {
+    Full,
+    NoListPermission,
 }
 
 fn status_after(
     old: Option<&StoreStatus>,
     generation: Option<i64>,
-    outcome: &Result<(), Error>,
+    outcome: &Result<Checked, Error>,
 ) -> StoreStatus {
     let mut status = old.cloned().unwrap_or_default();
     status.observed_generation = generation;
     let condition = match outcome {
-        Ok(()) => conditions::condition(
+        Ok(Checked::Full) => conditions::condition(
             types::READY,
             true,
             "Valid",
             "KMS accepted the store's credentials",
+            generation,
+        ),
+        Ok(Checked::NoListPermission) => conditions::condition(
+            types::READY,
+            true,
+            "Valid",
+            "KMS accepted the store's credentials (ListSecrets is not permitted; access to each \
+             secret is checked when it is read)",
             generation,
         ),
         Err(error) => conditions::condition(
@@ -68,9 +88,9 @@ fn status_after(
     status
 }
 
-fn next(outcome: &Result<(), Error>) -> Action {
+fn next(outcome: &Result<Checked, Error>) -> Action {
     match outcome {
-        Ok(()) => Action::requeue(RECHECK),
+        Ok(_) => Action::requeue(RECHECK),
         Err(Error::Kube(_)) => Action::requeue(Duration::from_secs(30)),
         Err(_) => Action::requeue(Duration::from_secs(60)),
     }

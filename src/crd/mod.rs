@@ -3,6 +3,7 @@
 
 pub mod conditions;
 pub mod managed_secret;
+pub mod reference;
 pub mod rotation;
 pub mod store;
 
