@@ -1,8 +1,7 @@
-//! The default credential chain (kms-api.md §6.2): environment AccessKey, RRSA/OIDC (when its
-//! three variables are set), ECS RAM role (unless disabled), credentials URI (when set). The
-//! chain remembers the provider that last succeeded and asks it first.
-//!
-//! Not implemented: the CLI profile (`~/.aliyun/config.json`) and credentials-file steps.
+//! The default credential chain (kms-api.md §6.2), in the documented order: environment
+//! AccessKey, RRSA/OIDC (when its three variables are set), the aliyun CLI profile (unless
+//! disabled), the credentials file, ECS RAM role (unless disabled), credentials URI (when set).
+//! The chain remembers the provider that last succeeded and asks it first.
 
 use std::sync::{Arc, Mutex};
 
@@ -11,7 +10,7 @@ use futures::future::BoxFuture;
 use super::ecs::EcsOptions;
 use super::{
     CredentialProvider, Credentials, CredentialsUriProvider, EcsRamRoleProvider, EnvLookup,
-    EnvProvider, RrsaProvider, env_flag, system_env,
+    EnvProvider, RrsaProvider, env_flag, profile, sts_endpoint_from_env, system_env,
 };
 use crate::kms::endpoint::Endpoint;
 use crate::kms::error::KmsError;
@@ -72,6 +71,35 @@ impl DefaultChain {
             RrsaProvider::from_env(env, options.sts_endpoint.clone(), options.http.clone())
         {
             providers.push(Arc::new(rrsa?));
+        }
+        let sts_endpoint = match &options.sts_endpoint {
+            Some(endpoint) => endpoint.clone(),
+            None => sts_endpoint_from_env(env)?,
+        };
+        let metadata_base = options.metadata_base.as_deref();
+        if let Some(path) = profile::cli_config_path(env) {
+            let wanted = env("ALIBABA_CLOUD_PROFILE");
+            let parse = |text: &str| profile::parse_cli_config(text, wanted.as_deref());
+            providers.push(profile::file_step(
+                "cli_profile",
+                &path,
+                parse,
+                &sts_endpoint,
+                metadata_base,
+                &options.http,
+            ));
+        }
+        if let Some(path) = profile::credentials_file_path(env) {
+            let wanted = env("ALIBABA_CLOUD_PROFILE");
+            let parse = |text: &str| profile::parse_credentials_file(text, wanted.as_deref());
+            providers.push(profile::file_step(
+                "credentials_file",
+                &path,
+                parse,
+                &sts_endpoint,
+                metadata_base,
+                &options.http,
+            ));
         }
         if !env_flag(env, "ALIBABA_CLOUD_ECS_METADATA_DISABLED") {
             let mut ecs = EcsOptions {

@@ -6,6 +6,7 @@ pub mod assume_role;
 pub mod chain;
 pub mod ecs;
 pub mod env;
+pub mod profile;
 pub mod rrsa;
 pub mod static_ak;
 pub mod uri;
