@@ -18,8 +18,7 @@ use crate::crd::ManagedSecret;
 use crate::crd::conditions::{find, types};
 use crate::kms::actions::ListSecretVersionIdsRequest;
 
-/// Annotation whose changed value asks for one rotation.
-pub const ANNOTATION_ROTATE: &str = "kmsync.io/rotate";
+use crate::rotation::driver::ANNOTATION_ROTATE;
 
 #[derive(Debug, Parser)]
 #[command(

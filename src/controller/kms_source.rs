@@ -10,8 +10,14 @@ use futures::future::BoxFuture;
 use crate::controller::error::SourceError;
 use crate::controller::rate_limit::RateLimiter;
 use crate::controller::source::{ResolvedStore, SecretSource, SourceFactory, StoreCredentials};
+use crate::crd::rotation::{CreateIfMissing, PasswordSpec};
 use crate::crd::store::Network as StoreNetwork;
-use crate::kms::actions::{GetSecretValueRequest, ListSecretsRequest};
+use crate::kms::SecretString;
+use crate::kms::actions::{
+    CreateSecretRequest, GetRandomPasswordRequest, GetSecretValueRequest,
+    ListSecretVersionIdsRequest, ListSecretsRequest, PutSecretValueRequest, Tag,
+    UpdateSecretVersionStageRequest,
+};
 use crate::kms::credentials::assume_role::AssumeRoleOptions;
 use crate::kms::credentials::chain::ChainOptions;
 use crate::kms::credentials::ecs::EcsOptions;
@@ -26,6 +32,7 @@ use crate::kms::{
 };
 use crate::metrics::Metrics;
 use crate::render::{DEFAULT_STAGE, FetchedVersion, VersionSelector};
+use crate::rotation::plan::{KmsView, VersionView};
 
 /// Operator-wide settings that shape every client.
 #[derive(Clone, Debug, Default)]
@@ -305,6 +312,171 @@ impl SecretSource for KmsSource {
             self.limiter.clone(),
             self.metrics.clone(),
             "ListSecrets",
+            call,
+        )
+        .boxed()
+    }
+    fn list_versions(&self, secret_name: &str) -> BoxFuture<'static, Result<KmsView, SourceError>> {
+        let client = self.client.clone();
+        let secret_name = secret_name.to_string();
+        let call = async move {
+            let request = ListSecretVersionIdsRequest {
+                secret_name,
+                include_deprecated: Some(true),
+                page_number: Some(1),
+                page_size: Some(100),
+            };
+            match client.list_secret_version_ids(&request).await {
+                Ok(response) => Ok(KmsView {
+                    exists: true,
+                    versions: response
+                        .version_ids
+                        .into_iter()
+                        .map(|v| VersionView {
+                            id: v.version_id,
+                            stages: v.version_stages,
+                        })
+                        .collect(),
+                }),
+                Err(error) if error.is_not_found() => Ok(KmsView::default()),
+                Err(error) => Err(source_error(&error, None)),
+            }
+        };
+        Self::measured(
+            self.limiter.clone(),
+            self.metrics.clone(),
+            "ListSecretVersionIds",
+            call,
+        )
+        .boxed()
+    }
+
+    fn random_password(
+        &self,
+        options: &PasswordSpec,
+    ) -> BoxFuture<'static, Result<SecretString, SourceError>> {
+        let client = self.client.clone();
+        let request = GetRandomPasswordRequest {
+            password_length: options.length.map(|l| l.clamp(8, 128) as u32),
+            exclude_characters: options.exclude_characters.clone().filter(|c| !c.is_empty()),
+            exclude_lowercase: Some(options.exclude_lowercase),
+            exclude_uppercase: Some(options.exclude_uppercase),
+            exclude_numbers: Some(options.exclude_numbers),
+            exclude_punctuation: Some(options.exclude_punctuation),
+            require_each_included_type: Some(options.require_each_included_type.unwrap_or(true)),
+        };
+        let call = async move {
+            client
+                .get_random_password(&request)
+                .await
+                .map(|r| r.random_password)
+                .map_err(|e| source_error(&e, None))
+        };
+        Self::measured(
+            self.limiter.clone(),
+            self.metrics.clone(),
+            "GetRandomPassword",
+            call,
+        )
+        .boxed()
+    }
+
+    fn put_value(
+        &self,
+        secret_name: &str,
+        version_id: &str,
+        value: SecretString,
+        stages: Option<Vec<String>>,
+    ) -> BoxFuture<'static, Result<(), SourceError>> {
+        let client = self.client.clone();
+        let request = PutSecretValueRequest {
+            secret_name: secret_name.to_string(),
+            version_id: version_id.to_string(),
+            secret_data: value,
+            secret_data_type: None,
+            version_stages: stages,
+        };
+        let call = async move {
+            client
+                .put_secret_value(&request)
+                .await
+                .map(|_| ())
+                .map_err(|e| source_error(&e, None))
+        };
+        Self::measured(
+            self.limiter.clone(),
+            self.metrics.clone(),
+            "PutSecretValue",
+            call,
+        )
+        .boxed()
+    }
+
+    fn update_stage(
+        &self,
+        secret_name: &str,
+        stage: &str,
+        move_to: Option<&str>,
+        remove_from: Option<&str>,
+    ) -> BoxFuture<'static, Result<(), SourceError>> {
+        let client = self.client.clone();
+        let request = UpdateSecretVersionStageRequest {
+            secret_name: secret_name.to_string(),
+            version_stage: stage.to_string(),
+            remove_from_version: remove_from.map(str::to_string),
+            move_to_version: move_to.map(str::to_string),
+        };
+        let call = async move {
+            client
+                .update_secret_version_stage(&request)
+                .await
+                .map(|_| ())
+                .map_err(|e| source_error(&e, None))
+        };
+        Self::measured(
+            self.limiter.clone(),
+            self.metrics.clone(),
+            "UpdateSecretVersionStage",
+            call,
+        )
+        .boxed()
+    }
+
+    fn create_secret(
+        &self,
+        secret_name: &str,
+        version_id: &str,
+        value: SecretString,
+        bootstrap: &CreateIfMissing,
+    ) -> BoxFuture<'static, Result<(), SourceError>> {
+        let client = self.client.clone();
+        let request = CreateSecretRequest {
+            secret_name: secret_name.to_string(),
+            version_id: version_id.to_string(),
+            secret_data: value,
+            description: bootstrap.description.clone(),
+            encryption_key_id: bootstrap.encryption_key_id.clone(),
+            tags: bootstrap
+                .tags
+                .iter()
+                .map(|(k, v)| Tag {
+                    tag_key: k.clone(),
+                    tag_value: v.clone(),
+                })
+                .collect(),
+            ..CreateSecretRequest::default()
+        };
+        let call = async move {
+            client
+                .create_secret(&request)
+                .await
+                .map(|_| ())
+                .map_err(|e| source_error(&e, None))
+        };
+        Self::measured(
+            self.limiter.clone(),
+            self.metrics.clone(),
+            "CreateSecret",
             call,
         )
         .boxed()

@@ -26,6 +26,7 @@ use crate::crd::managed_secret::{CreationPolicy, DeletionPolicy, SourceStatus};
 use crate::crd::store::CredentialsSecretRef;
 use crate::crd::{ManagedSecret, ManagedSecretStatus};
 use crate::render::{self, FetchedVersion, VersionSelector};
+use crate::rotation::driver;
 
 /// Annotation whose changed value asks for one more (uncached) sync.
 pub const ANNOTATION_FORCE_SYNC: &str = "kmsync.io/force-sync";
@@ -37,6 +38,8 @@ pub const FINALIZER: &str = "kmsync.io/cleanup";
 pub struct Settings {
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// Rotations that may be in flight at once across all objects.
+    pub max_concurrent_rotations: usize,
 }
 
 impl Default for Settings {
@@ -44,6 +47,7 @@ impl Default for Settings {
         Self {
             backoff_base: Duration::from_secs(5),
             backoff_max: Duration::from_secs(300),
+            max_concurrent_rotations: 4,
         }
     }
 }
@@ -58,6 +62,8 @@ pub struct Context {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Consecutive failures per object UID, for backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// UIDs of objects with a rotation in flight (the global cap).
+    rotating: Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -84,7 +90,26 @@ impl Context {
             settings,
             metrics,
             failures: Mutex::new(HashMap::new()),
+            rotating: Mutex::new(std::collections::HashSet::new()),
         }
+    }
+
+    /// Takes a rotation slot for `uid`; false when the cap is reached. An object resuming after
+    /// a restart takes its slot again without checking the cap, so it is never blocked midway.
+    pub fn begin_rotation(&self, uid: &str) -> bool {
+        let mut rotating = self.rotating.lock().expect("rotating lock");
+        if rotating.contains(uid) {
+            return true;
+        }
+        if rotating.len() >= self.settings.max_concurrent_rotations {
+            return false;
+        }
+        rotating.insert(uid.to_string());
+        true
+    }
+
+    pub fn end_rotation(&self, uid: &str) {
+        self.rotating.lock().expect("rotating lock").remove(uid);
     }
 
     fn record_failure(&self, uid: &str) -> u32 {
@@ -105,6 +130,8 @@ struct Synced {
     wrote: Option<&'static str>,
     /// The KMS versions the data was rendered from (see `rollout::revision`).
     revision: String,
+    /// When the rotation wants to be looked at again.
+    rotation_wake: Option<Duration>,
 }
 
 /// Entry point for the kube-runtime controller.
@@ -119,8 +146,12 @@ pub async fn reconcile(ms: Arc<ManagedSecret>, ctx: Arc<Context>) -> Result<Acti
     let now = jiff::Timestamp::now();
     let interval = schedule::refresh_interval(ms.spec.refresh_interval.as_deref());
     let started = std::time::Instant::now();
+    // The status as last written, and the one this reconcile builds (rotation steps persist
+    // through it before the sync adds its part).
+    let mut persisted = ms.status.clone();
+    let mut status = ms.status.clone().unwrap_or_default();
     let outcome = match &interval {
-        Ok(_) => sync(&ms, &ctx, now).await,
+        Ok(_) => sync(&ms, &ctx, now, &mut status, &mut persisted).await,
         Err(message) => Err(Error::InvalidSpec(message.clone())),
     };
     let seconds = started.elapsed().as_secs_f64();
@@ -146,10 +177,8 @@ pub async fn reconcile(ms: Arc<ManagedSecret>, ctx: Arc<Context>) -> Result<Acti
                 )
                 .await;
             }
-            let recorded = ms
-                .status
-                .as_ref()
-                .and_then(|s| s.consumers_revision.as_deref());
+            let recorded = status.consumers_revision.clone();
+            let recorded = recorded.as_deref();
             let plan = rollout::plan(&ms.spec.rollout_restart, recorded, &synced.revision);
             if plan == RolloutPlan::Restart {
                 restart_consumers(&ctx, &ms, &synced.revision).await?;
@@ -162,18 +191,20 @@ pub async fn reconcile(ms: Arc<ManagedSecret>, ctx: Arc<Context>) -> Result<Acti
                 now,
                 synced.primary.create_time.as_deref(),
             );
-            let mut status = success_status(&ms, &synced, now);
+            let mut status = success_status(&ms, status, &synced, now);
             if plan != RolloutPlan::Nothing {
                 status.consumers_revision = Some(synced.revision.clone());
             }
-            write_status(&api, &ms, status).await?;
+            persist_status(&ctx, &ms, &status, &mut persisted).await?;
             let phase_key = format!("{}/{}", ms.spec.store_ref.name, ms.spec.secret_name);
-            Ok(match interval.ok().flatten() {
-                Some(every) => Action::requeue(schedule::until(
-                    now,
-                    schedule::next_refresh(&phase_key, now, every),
-                )),
-                None => Action::await_change(),
+            let refresh = interval
+                .ok()
+                .flatten()
+                .map(|every| schedule::until(now, schedule::next_refresh(&phase_key, now, every)));
+            Ok(match (refresh, synced.rotation_wake) {
+                (Some(a), Some(b)) => Action::requeue(a.min(b)),
+                (Some(a), None) | (None, Some(a)) => Action::requeue(a),
+                (None, None) => Action::await_change(),
             })
         }
         Err(Error::Kube(error)) => Err(Error::Kube(error)),
@@ -194,7 +225,8 @@ pub async fn reconcile(ms: Arc<ManagedSecret>, ctx: Arc<Context>) -> Result<Acti
                 )
                 .await;
             }
-            write_status(&api, &ms, failure_status(&ms, &error, now)).await?;
+            let status = failure_status(&ms, status, &error, now);
+            persist_status(&ctx, &ms, &status, &mut persisted).await?;
             let retry = if error.waits_for_edit() {
                 interval.ok().flatten().unwrap_or(ctx.settings.backoff_max)
             } else {
@@ -268,7 +300,13 @@ pub fn error_policy(ms: Arc<ManagedSecret>, error: &Error, ctx: Arc<Context>) ->
     ))
 }
 
-async fn sync(ms: &ManagedSecret, ctx: &Context, now: jiff::Timestamp) -> Result<Synced, Error> {
+async fn sync(
+    ms: &ManagedSecret,
+    ctx: &Context,
+    now: jiff::Timestamp,
+    status: &mut ManagedSecretStatus,
+    persisted: &mut Option<ManagedSecretStatus>,
+) -> Result<Synced, Error> {
     let found = stores::lookup(&ctx.client, ms).await?;
     let protected = protected_secret(
         &found
@@ -281,7 +319,22 @@ async fn sync(ms: &ManagedSecret, ctx: &Context, now: jiff::Timestamp) -> Result
         ms,
     );
     let store = stores::resolve(&ctx.client, found).await?;
-    let fetched = fetch_all(ms, ctx, &store).await?;
+    let source = ctx.sources.source(&store)?;
+    let mut fresh = force_sync_requested(ms);
+    let mut rotation_wake = None;
+    if let Some(spec) = &ms.spec.rotation {
+        let sequence_before = status.rotation.as_ref().and_then(|r| r.sequence);
+        match driver::drive(ctx, ms, spec, &source, status, persisted, now).await? {
+            driver::Outcome::Finished => fresh = true,
+            driver::Outcome::Idle { next } => {
+                rotation_wake = next.map(|at| schedule::until(now, at))
+            }
+            driver::Outcome::Waiting { retry } => rotation_wake = Some(retry),
+        }
+        // A secret just created by the rotation must not be read from a cached "not found".
+        fresh |= status.rotation.as_ref().and_then(|r| r.sequence) != sequence_before;
+    }
+    let fetched = fetch_all(ms, ctx, &store, &source, fresh).await?;
     let primary = fetched
         .get(&render::primary_selector(&ms.spec))
         .cloned()
@@ -313,6 +366,7 @@ async fn sync(ms: &ManagedSecret, ctx: &Context, now: jiff::Timestamp) -> Result
             primary,
             wrote: None,
             revision,
+            rotation_wake,
         });
     }
     let action = write_action(existing.as_ref(), &primary.version_id);
@@ -332,6 +386,7 @@ async fn sync(ms: &ManagedSecret, ctx: &Context, now: jiff::Timestamp) -> Result
         primary,
         wrote: Some(action),
         revision,
+        rotation_wake,
     })
 }
 
@@ -363,9 +418,9 @@ async fn fetch_all(
     ms: &ManagedSecret,
     ctx: &Context,
     store: &ResolvedStore,
+    source: &Arc<dyn crate::controller::source::SecretSource>,
+    force: bool,
 ) -> Result<BTreeMap<VersionSelector, Arc<FetchedVersion>>, Error> {
-    let source = ctx.sources.source(store)?;
-    let force = force_sync_requested(ms);
     let mut fetched = BTreeMap::new();
     for selector in render::required_selectors(&ms.spec) {
         let key = FetchKey {
@@ -408,10 +463,10 @@ fn force_sync_requested(ms: &ManagedSecret) -> bool {
 
 fn success_status(
     ms: &ManagedSecret,
+    mut status: ManagedSecretStatus,
     synced: &Synced,
     now: jiff::Timestamp,
 ) -> ManagedSecretStatus {
-    let mut status = ms.status.clone().unwrap_or_default();
     status.observed_generation = ms.metadata.generation;
     let message = format!(
         "Secret {} holds version {} of KMS secret {}",
@@ -453,8 +508,12 @@ fn success_status(
     status
 }
 
-fn failure_status(ms: &ManagedSecret, error: &Error, now: jiff::Timestamp) -> ManagedSecretStatus {
-    let mut status = ms.status.clone().unwrap_or_default();
+fn failure_status(
+    ms: &ManagedSecret,
+    mut status: ManagedSecretStatus,
+    error: &Error,
+    now: jiff::Timestamp,
+) -> ManagedSecretStatus {
     status.observed_generation = ms.metadata.generation;
     let message = error.to_string();
     conditions::upsert(
@@ -482,15 +541,20 @@ fn failure_status(ms: &ManagedSecret, error: &Error, now: jiff::Timestamp) -> Ma
     status
 }
 
-/// Patches the status only when it differs from what is stored (quiet when nothing changed).
-async fn write_status(
-    api: &Api<ManagedSecret>,
+/// Writes the whole status when it differs from what was last written (quiet when nothing
+/// changed). Every kmsync status write carries the full status: they share one field manager, so
+/// a partial apply would drop the fields it leaves out.
+pub(crate) async fn persist_status(
+    ctx: &Context,
     ms: &ManagedSecret,
-    status: ManagedSecretStatus,
+    status: &ManagedSecretStatus,
+    persisted: &mut Option<ManagedSecretStatus>,
 ) -> Result<(), Error> {
-    if ms.status.as_ref() == Some(&status) {
+    if persisted.as_ref() == Some(status) {
         return Ok(());
     }
+    let api: Api<ManagedSecret> =
+        Api::namespaced(ctx.client.clone(), &ms.namespace().unwrap_or_default());
     let patch =
         json!({"apiVersion": "kmsync.io/v1alpha1", "kind": "ManagedSecret", "status": status});
     api.patch_status(
@@ -499,10 +563,17 @@ async fn write_status(
         &Patch::Apply(&patch),
     )
     .await?;
+    *persisted = Some(status.clone());
     Ok(())
 }
 
-async fn publish(ctx: &Context, ms: &ManagedSecret, type_: EventType, reason: &str, note: String) {
+pub(crate) async fn publish(
+    ctx: &Context,
+    ms: &ManagedSecret,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
     let event = Event {
         type_,
         reason: reason.to_string(),

@@ -279,6 +279,9 @@ pub struct RunArgs {
     pub backoff_base_ms: u64,
     #[arg(long, default_value_t = 300_000)]
     pub backoff_max_ms: u64,
+    /// Rotations in flight at once across all ManagedSecrets.
+    #[arg(long, default_value_t = 4)]
+    pub max_concurrent_rotations: usize,
     /// STS endpoint for RRSA and AssumeRole (default: derived from the store).
     #[arg(long, env = "KMSYNC_STS_ENDPOINT")]
     pub sts_endpoint: Option<String>,
@@ -321,6 +324,7 @@ impl RunArgs {
                 backoff_max: std::time::Duration::from_millis(
                     self.backoff_max_ms.max(self.backoff_base_ms),
                 ),
+                max_concurrent_rotations: self.max_concurrent_rotations.max(1),
             },
             kms: KmsSourceSettings {
                 sts_endpoint,

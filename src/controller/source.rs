@@ -6,8 +6,11 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 
 use crate::controller::error::SourceError;
+use crate::crd::rotation::{CreateIfMissing, PasswordSpec};
 use crate::crd::store::KmsConnection;
+use crate::kms::SecretString;
 use crate::render::{FetchedVersion, VersionSelector};
+use crate::rotation::plan::KmsView;
 
 /// Reads of one store's KMS.
 pub trait SecretSource: Send + Sync {
@@ -20,6 +23,45 @@ pub trait SecretSource: Send + Sync {
 
     /// A cheap authenticated call proving endpoint and credentials work (store `Ready`).
     fn check(&self) -> BoxFuture<'static, Result<(), SourceError>>;
+
+    // What rotation needs besides reading.
+
+    /// Every version (deprecated ones included) with its stages; `exists: false` when the secret
+    /// does not exist.
+    fn list_versions(&self, secret_name: &str) -> BoxFuture<'static, Result<KmsView, SourceError>>;
+
+    /// `GetRandomPassword` with the spec's options.
+    fn random_password(
+        &self,
+        options: &PasswordSpec,
+    ) -> BoxFuture<'static, Result<SecretString, SourceError>>;
+
+    /// `PutSecretValue`; `stages: None` promotes to `ACSCurrent` (single-call rotation).
+    fn put_value(
+        &self,
+        secret_name: &str,
+        version_id: &str,
+        value: SecretString,
+        stages: Option<Vec<String>>,
+    ) -> BoxFuture<'static, Result<(), SourceError>>;
+
+    /// `UpdateSecretVersionStage`: move `stage` to a version and/or remove it from one.
+    fn update_stage(
+        &self,
+        secret_name: &str,
+        stage: &str,
+        move_to: Option<&str>,
+        remove_from: Option<&str>,
+    ) -> BoxFuture<'static, Result<(), SourceError>>;
+
+    /// `CreateSecret` with an initial version (bootstrap of a missing secret).
+    fn create_secret(
+        &self,
+        secret_name: &str,
+        version_id: &str,
+        value: SecretString,
+        bootstrap: &CreateIfMissing,
+    ) -> BoxFuture<'static, Result<(), SourceError>>;
 }
 
 /// Credentials a store resolved from the cluster. Secrets print `<redacted>`.

@@ -155,7 +155,7 @@ pub fn plan(inputs: &Inputs<'_>) -> Result<Step, String> {
     if let Some(version_id) = status.pending_version_id.clone() {
         return Ok(resume(inputs, version_id));
     }
-    let next_sequence = i64::from(status.attempts).max(0) + sequence(status) + 1;
+    let next_sequence = sequence(status) + 1;
     if !inputs.view.exists {
         return Ok(match inputs.spec.create_if_missing {
             Some(_) => Step::Create {
