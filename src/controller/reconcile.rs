@@ -142,6 +142,16 @@ pub async fn reconcile(ms: Arc<ManagedSecret>, ctx: Arc<Context>) -> Result<Acti
         return finalize(&api, &ms, &ctx).await;
     }
     ensure_finalizer(&api, &ms).await?;
+    // Rotation plans from its recorded progress, and the watch cache may not show our last
+    // status write yet: read the object itself so no step is ever repeated from a stale view.
+    let ms = if ms.spec.rotation.is_some() {
+        match api.get_opt(&ms.name_any()).await? {
+            Some(latest) => Arc::new(latest),
+            None => return Ok(Action::await_change()),
+        }
+    } else {
+        ms
+    };
     let uid = ms.uid().unwrap_or_default();
     let now = jiff::Timestamp::now();
     let interval = schedule::refresh_interval(ms.spec.refresh_interval.as_deref());

@@ -257,7 +257,17 @@ async fn perform(
                     .get_or_insert_with(RotationStatus::default)
                     .next_rotation_time = until.map(|t| t.to_string());
             }
-            set_condition(status, ok, reason, message, generation, now);
+            // Idle between rotations: the outcome of the last one stays what the condition says.
+            let last_outcome =
+                conditions::find(&status.conditions, types::ROTATION).is_some_and(|c| {
+                    matches!(
+                        c.reason.as_str(),
+                        "RotationSucceeded" | "RotationFailed" | "SecretCreated"
+                    )
+                });
+            if !(*why == Waiting::Scheduled && last_outcome) {
+                set_condition(status, ok, reason, message, generation, now);
+            }
             return Ok(Some(match why {
                 Waiting::Approval => Outcome::Waiting {
                     retry: std::time::Duration::from_secs(300),

@@ -67,6 +67,15 @@ impl Operator {
     }
 
     pub fn start_with(namespace: &str, log_level: &str, extra: &[&str]) -> Self {
+        Self::start_with_env(namespace, log_level, extra, &[])
+    }
+
+    pub fn start_with_env(
+        namespace: &str,
+        log_level: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let log_path =
             std::env::temp_dir().join(format!("kmsync-operator-{namespace}-{}.log", free_port()));
@@ -81,6 +90,7 @@ impl Operator {
             ])
             .args(["--backoff-base-ms", "200", "--backoff-max-ms", "2000"])
             .args(extra)
+            .envs(env.iter().copied())
             .env("RUST_LOG", log_level)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log clone"))

@@ -1,0 +1,508 @@
+//! Rotation driven by the spec, end to end: the operator binary, the real apiserver and the KMS
+//! emulator. Single-call and staged walkthroughs, a webhook that registers or refuses, manual
+//! approval, bootstrap of a missing secret, outages mid-rotation, and a crash at every step
+//! boundary ending in one of the two clean states.
+#![cfg(feature = "integration")]
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+
+use kmsync::emulator::{ErrorRule, FaultConfig};
+use kmsync::kms::actions::ListSecretVersionIdsRequest;
+use kube::api::{Patch, PatchParams};
+use serde_json::{Value, json};
+use support::sync::{Operator, SyncEnv, wait_for};
+
+const TEMPLATE: &str = r#"{"uname":"{{ current.uname }}","pwd":"{{ password }}"}"#;
+
+/// `(version id, stages)` of every version, deprecated ones included.
+async fn versions(env: &SyncEnv, name: &str) -> Vec<(String, Vec<String>)> {
+    let request = ListSecretVersionIdsRequest {
+        secret_name: name.into(),
+        include_deprecated: Some(true),
+        page_number: Some(1),
+        page_size: Some(100),
+    };
+    let response = env
+        .kms
+        .list_secret_version_ids(&request)
+        .await
+        .expect("list versions");
+    response
+        .version_ids
+        .into_iter()
+        .map(|v| (v.version_id, v.version_stages))
+        .collect()
+}
+
+fn current(versions: &[(String, Vec<String>)]) -> String {
+    versions
+        .iter()
+        .find(|(_, s)| s.iter().any(|x| x == "ACSCurrent"))
+        .expect("a current version")
+        .0
+        .clone()
+}
+
+fn stages_of<'a>(versions: &'a [(String, Vec<String>)], id: &str) -> &'a [String] {
+    &versions.iter().find(|(v, _)| v == id).expect("version").1
+}
+
+async fn annotate(env: &SyncEnv, name: &str, key: &str, value: &str) {
+    let patch = json!({"metadata": {"annotations": {key: value}}});
+    env.managed_secrets()
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("annotate");
+}
+
+fn rotation_condition(ms: &kmsync::crd::ManagedSecret) -> Option<(String, String, String)> {
+    let c = ms
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Rotation")?;
+    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+async fn wait_rotation(env: &SyncEnv, name: &str, reason: &str) -> kmsync::crd::ManagedSecret {
+    wait_for(&format!("Rotation {reason} on {name}"), 90, || async {
+        let ms = env.managed_secrets().get(name).await.ok()?;
+        (rotation_condition(&ms)?.1 == reason).then_some(ms)
+    })
+    .await
+}
+
+fn managed(strategy: Value) -> Value {
+    let mut rotation = json!({"interval": "720h", "generate": {"password": {"length": 24, "excludePunctuation": true}, "template": TEMPLATE}});
+    for (k, v) in strategy.as_object().unwrap() {
+        rotation[k] = v.clone();
+    }
+    json!({"data": [{"key": "username", "property": "uname"}, {"key": "password", "property": "pwd"}], "rotation": rotation})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_call_rotation_on_request_like_the_walkthrough() {
+    let env = SyncEnv::start("rot-single").await;
+    env.create_kms_secret("db_cred", "v1", r#"{"uname":"alice","pwd":"first"}"#)
+        .await;
+    env.apply_managed_secret("db", "db_cred", managed(json!({"strategy": "Immediate"})))
+        .await;
+    wait_for("first sync", 60, || async {
+        env.secret_data("db")
+            .await
+            .filter(|d| d["password"] == "first")
+    })
+    .await;
+    let ms = wait_rotation(&env, "db", "RotationScheduled").await;
+    assert!(
+        ms.status
+            .unwrap()
+            .rotation
+            .unwrap()
+            .next_rotation_time
+            .is_some()
+    );
+    assert_eq!(
+        versions(&env, "db_cred").await.len(),
+        1,
+        "no rotation without a trigger"
+    );
+
+    annotate(&env, "db", "kmsync.io/rotate", "now").await;
+    let ms = wait_rotation(&env, "db", "RotationSucceeded").await;
+    let all = versions(&env, "db_cred").await;
+    let new = current(&all);
+    assert!(new.starts_with("kmsync-r1-"), "{all:?}");
+    assert_eq!(stages_of(&all, "v1"), ["ACSPrevious"]);
+    assert_eq!(all.len(), 2);
+    let data = wait_for("the Secret to follow", 60, || async {
+        env.secret_data("db")
+            .await
+            .filter(|d| d["password"] != "first")
+    })
+    .await;
+    assert_eq!(data["username"], "alice", "the template kept the user name");
+    assert_eq!(data["password"].len(), 24);
+    let rotation = ms.status.unwrap().rotation.unwrap();
+    assert!(rotation.last_rotation_time.is_some() && rotation.pending_version_id.is_none());
+
+    // The same annotation value does not rotate again.
+    env.force_sync_and_wait("db").await;
+    assert_eq!(versions(&env, "db_cred").await.len(), 2);
+}
+
+/// A loopback webhook that records calls and accepts or refuses them.
+struct Hook {
+    url: String,
+    calls: Arc<Mutex<Vec<Value>>>,
+}
+
+async fn hook(accept: bool) -> Hook {
+    let calls: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let seen = calls.clone();
+    let app = axum::Router::new().route(
+        "/rotate",
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().push(body);
+                if accept {
+                    axum::http::StatusCode::OK
+                } else {
+                    axum::http::StatusCode::FORBIDDEN
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/rotate", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Hook { url, calls }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staged_rotation_registers_verifies_and_promotes_through_a_webhook() {
+    let env = SyncEnv::start("rot-staged").await;
+    let hook = hook(true).await;
+    env.create_kms_secret("db_cred", "v1", r#"{"uname":"alice","pwd":"first"}"#)
+        .await;
+    env.apply_managed_secret(
+        "db",
+        "db_cred",
+        managed(
+            json!({"strategy": "Staged", "pendingStage": "MyPendingLabel",
+        "register": {"webhook": {"url": hook.url}}}),
+        ),
+    )
+    .await;
+    wait_for("first sync", 60, || async {
+        env.secret_data("db")
+            .await
+            .filter(|d| d["password"] == "first")
+    })
+    .await;
+    annotate(&env, "db", "kmsync.io/rotate", "1").await;
+    wait_rotation(&env, "db", "RotationSucceeded").await;
+
+    let all = versions(&env, "db_cred").await;
+    let new = current(&all);
+    assert_eq!(
+        stages_of(&all, &new),
+        ["ACSCurrent"],
+        "the pending label was cleaned"
+    );
+    assert_eq!(stages_of(&all, "v1"), ["ACSPrevious"]);
+    let calls = hook.calls.lock().unwrap().clone();
+    let actions: Vec<&str> = calls
+        .iter()
+        .map(|c| c["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["register", "verify"]);
+    assert!(calls.iter().all(|c| c["versionId"] == new.as_str()));
+    let sent: Value = serde_json::from_str(calls[0]["value"].as_str().unwrap()).unwrap();
+    let data = wait_for("the Secret to follow", 60, || async {
+        env.secret_data("db")
+            .await
+            .filter(|d| d["password"] != "first")
+    })
+    .await;
+    assert_eq!(
+        sent["pwd"],
+        data["password"].as_str(),
+        "the registered credential is the one promoted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_registration_never_promotes_and_cleans_its_label() {
+    let env = SyncEnv::start("rot-refused").await;
+    let hook = hook(false).await;
+    env.create_kms_secret("db_cred", "v1", r#"{"uname":"alice","pwd":"first"}"#)
+        .await;
+    env.apply_managed_secret(
+        "db",
+        "db_cred",
+        managed(json!({"strategy": "Staged", "register": {"webhook": {"url": hook.url}}})),
+    )
+    .await;
+    wait_for("first sync", 60, || async {
+        env.secret_data("db")
+            .await
+            .filter(|d| d["password"] == "first")
+    })
+    .await;
+    let before = env.secrets().get("db").await.unwrap();
+    annotate(&env, "db", "kmsync.io/rotate", "1").await;
+    let ms = wait_rotation(&env, "db", "RotationFailed").await;
+    let (status, _, message) = rotation_condition(&ms).unwrap();
+    assert_eq!(status, "False");
+    assert!(message.contains("register"), "{message}");
+    let ms = wait_for("the pending label to be dropped", 60, || async {
+        let ms = env.managed_secrets().get("db").await.ok()?;
+        ms.status
+            .as_ref()?
+            .rotation
+            .as_ref()?
+            .pending_version_id
+            .is_none()
+            .then_some(ms)
+    })
+    .await;
+    assert_eq!(
+        ms.status.unwrap().rotation.unwrap().failed_step.as_deref(),
+        Some("register")
+    );
+    let all = versions(&env, "db_cred").await;
+    assert_eq!(current(&all), "v1", "ACSCurrent untouched");
+    assert!(
+        all.iter()
+            .all(|(_, s)| !s.iter().any(|x| x == "KmsyncPending")),
+        "{all:?}"
+    );
+    let after = env.secrets().get("db").await.unwrap();
+    assert_eq!(after.data, before.data, "the Secret is untouched");
+    assert_eq!(
+        hook.calls.lock().unwrap().len(),
+        1,
+        "verify never ran after a refused register"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_approval_promotes_exactly_the_approved_version() {
+    let env = SyncEnv::start("rot-manual").await;
+    env.create_kms_secret("db_cred", "v1", r#"{"uname":"alice","pwd":"first"}"#)
+        .await;
+    env.apply_managed_secret(
+        "db",
+        "db_cred",
+        managed(json!({"strategy": "Staged", "register": {"manualApproval": {}}})),
+    )
+    .await;
+    wait_for("first sync", 60, || async {
+        env.secret_data("db")
+            .await
+            .filter(|d| d["password"] == "first")
+    })
+    .await;
+    annotate(&env, "db", "kmsync.io/rotate", "1").await;
+    let ms = wait_rotation(&env, "db", "AwaitingApproval").await;
+    let pending = ms
+        .status
+        .unwrap()
+        .rotation
+        .unwrap()
+        .pending_version_id
+        .unwrap();
+    let all = versions(&env, "db_cred").await;
+    assert_eq!(current(&all), "v1");
+    assert_eq!(stages_of(&all, &pending), ["KmsyncPending"]);
+    annotate(&env, "db", "kmsync.io/approve", "some-other-version").await;
+    env.force_sync_and_wait("db").await;
+    assert_eq!(
+        current(&versions(&env, "db_cred").await),
+        "v1",
+        "approving another version promotes nothing"
+    );
+    annotate(&env, "db", "kmsync.io/approve", &pending).await;
+    wait_rotation(&env, "db", "RotationSucceeded").await;
+    assert_eq!(current(&versions(&env, "db_cred").await), pending);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_secret_is_created_when_asked() {
+    let env = SyncEnv::start("rot-create").await;
+    env.apply_managed_secret("app", "fresh/app", json!({"rotation": {"interval": "720h", "createIfMissing": {"description": "made by kmsync", "tags": {"team": "core"}},
+        "generate": {"template": "{\"pwd\":\"{{ password }}\"}"}}, "data": [{"key": "pwd", "property": "pwd"}]})).await;
+    let data = wait_for("the generated value in the Secret", 60, || async {
+        env.secret_data("app").await
+    })
+    .await;
+    assert_eq!(data["pwd"].len(), 32, "default password length");
+    let all = versions(&env, "fresh/app").await;
+    assert_eq!(all.len(), 1);
+    assert!(all[0].0.starts_with("kmsync-r1-") && all[0].1 == ["ACSCurrent"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_mid_rotation_recovers_without_burning_versions() {
+    let env = SyncEnv::start("rot-outage").await;
+    env.create_kms_secret("db_cred", "v1", r#"{"uname":"alice","pwd":"first"}"#)
+        .await;
+    env.apply_managed_secret("db", "db_cred", managed(json!({"strategy": "Immediate"})))
+        .await;
+    wait_for("first sync", 60, || async {
+        env.secret_data("db")
+            .await
+            .filter(|d| d["password"] == "first")
+    })
+    .await;
+    env.emulator.set_faults(FaultConfig {
+        errors: vec![ErrorRule {
+            action: "PutSecretValue".into(),
+            rate: 1.0,
+            code: "ServiceUnavailableTemporary".into(),
+            status: 503,
+            message: None,
+        }],
+        ..FaultConfig::default()
+    });
+    annotate(&env, "db", "kmsync.io/rotate", "1").await;
+    wait_for("several failed puts", 90, || async {
+        (env.calls("PutSecretValue") >= 8).then_some(())
+    })
+    .await;
+    assert_eq!(
+        versions(&env, "db_cred").await.len(),
+        1,
+        "failed puts create nothing"
+    );
+    let ms = env.managed_secrets().get("db").await.unwrap();
+    let pending = ms
+        .status
+        .unwrap()
+        .rotation
+        .unwrap()
+        .pending_version_id
+        .expect("the attempt is still in flight");
+    env.emulator.set_faults(FaultConfig::default());
+    wait_rotation(&env, "db", "RotationSucceeded").await;
+    let all = versions(&env, "db_cred").await;
+    assert_eq!(
+        current(&all),
+        pending,
+        "the retried put reused the attempt's version id"
+    );
+    assert_eq!(all.len(), 2);
+}
+
+/// The clean end states: old current with nothing pending, or new current with old previous.
+fn assert_clean(all: &[(String, Vec<String>)], point: &str) {
+    assert!(
+        all.iter()
+            .all(|(_, s)| !s.iter().any(|x| x == "KmsyncPending")),
+        "{point}: dangling pending label {all:?}"
+    );
+    assert!(
+        all.len() <= 2,
+        "{point}: a second new version was created {all:?}"
+    );
+    let now = current(all);
+    if now == "v1" {
+        assert_eq!(
+            all.iter().filter(|(_, s)| !s.is_empty()).count(),
+            1,
+            "{point}: {all:?}"
+        );
+    } else {
+        assert_eq!(stages_of(all, "v1"), ["ACSPrevious"], "{point}: {all:?}");
+        assert_eq!(stages_of(all, &now), ["ACSCurrent"], "{point}: {all:?}");
+    }
+}
+
+/// Kills the operator at `point` during a rotation, restarts it, and checks the end state.
+async fn crash_case(strategy: &str, point: &str) {
+    let mut env = SyncEnv::without_operator(&format!("crash-{}", point.replace(':', "-"))).await;
+    let hook = hook(true).await;
+    env.create_kms_secret("db_cred", "v1", r#"{"uname":"alice","pwd":"first"}"#)
+        .await;
+    let spec = if strategy == "Staged" {
+        managed(json!({"strategy": "Staged", "register": {"webhook": {"url": hook.url}}}))
+    } else {
+        managed(json!({"strategy": "Immediate"}))
+    };
+    env.apply_managed_secret("db", "db_cred", spec).await;
+    let mut crashing =
+        Operator::start_with_env(&env.namespace, "info", &[], &[("KMSYNC_CRASH_AT", point)]);
+    wait_for("first sync", 60, || async {
+        env.secret_data("db")
+            .await
+            .filter(|d| d["password"] == "first")
+    })
+    .await;
+    annotate(&env, "db", "kmsync.io/rotate", "1").await;
+    let exit = crashing
+        .wait_exit(60)
+        .unwrap_or_else(|| panic!("{point}: the operator never reached the crash point"));
+    assert!(!exit.success(), "{point}: aborted");
+    assert!(
+        crashing
+            .logs()
+            .contains(&format!("crash point {point} reached")),
+        "{point}"
+    );
+    drop(crashing);
+
+    env.operator = Some(Operator::start(&env.namespace, "info"));
+    wait_rotation(&env, "db", "RotationSucceeded").await;
+    let all = versions(&env, "db_cred").await;
+    assert_clean(&all, point);
+    let now = current(&all);
+    assert_ne!(
+        now, "v1",
+        "{point}: the rotation completed after the restart"
+    );
+    let expected: Value = serde_json::from_str(&{
+        let read = env
+            .kms
+            .get_secret_value(&kmsync::kms::actions::GetSecretValueRequest::current(
+                "db_cred",
+            ))
+            .await
+            .unwrap();
+        read.secret_data.expose().to_string()
+    })
+    .unwrap();
+    wait_for(
+        &format!("{point}: the Secret to hold the new current"),
+        60,
+        || async {
+            env.secret_data("db")
+                .await
+                .filter(|d| d["password"] == expected["pwd"].as_str().unwrap())
+        },
+    )
+    .await;
+    if strategy == "Staged" {
+        let registered: Vec<String> = hook
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|c| c["versionId"].as_str().unwrap().to_string())
+            .collect();
+        assert!(
+            registered.iter().all(|v| *v == now),
+            "{point}: only the promoted version was registered {registered:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_at_every_step_of_a_single_call_rotation() {
+    for point in ["put:before", "put:after", "finish:before"] {
+        crash_case("Immediate", point).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_at_every_step_of_a_staged_rotation() {
+    for point in [
+        "put:before",
+        "put:after",
+        "register:before",
+        "register:after",
+        "verify:before",
+        "verify:after",
+        "promote:before",
+        "promote:after",
+        "clean:before",
+        "clean:after",
+        "finish:before",
+    ] {
+        crash_case("Staged", point).await;
+    }
+}
