@@ -4,5 +4,6 @@
 //! it in status, so a crash resumes from what KMS and status say.
 
 pub mod plan;
+pub mod postgres;
 pub mod schedule;
 pub mod template;
