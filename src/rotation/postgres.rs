@@ -156,17 +156,18 @@ impl RegisterError {
     fn config(message: impl Into<String>) -> Self {
         Self::new(reason::INVALID_CONFIGURATION, message, false)
     }
+}
 
-    /// Removes every occurrence of the given secrets from the message (defence in depth: server
-    /// messages are included and must not echo a value back).
-    fn scrubbed(mut self, secrets: &[&str]) -> Self {
-        for secret in secrets.iter().filter(|s| !s.is_empty()) {
-            if self.message.contains(secret) {
-                self.message = self.message.replace(secret, "<redacted>");
-            }
+/// `text` with every occurrence of the secrets replaced: server messages are quoted in errors and
+/// must not echo a value back (defence in depth; PostgreSQL does not normally do that).
+fn scrub(text: &str, secrets: &[&str]) -> String {
+    let mut text = text.to_string();
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        if text.contains(secret) {
+            text = text.replace(secret, "<redacted>");
         }
-        self
     }
+    text
 }
 
 /// Sets `new_password` as the password of the existing login role `role`, through an admin
@@ -176,10 +177,7 @@ pub async fn register(
     role: &str,
     new_password: &SecretString,
 ) -> Result<(), RegisterError> {
-    let secrets = [new_password.expose(), target.admin_password.expose()];
-    bounded("register", register_inner(target, role, new_password))
-        .await
-        .map_err(|e| e.scrubbed(&secrets))
+    bounded("register", register_inner(target, role, new_password)).await
 }
 
 /// Logs in as `role` with `new_password` and runs `SELECT 1`.
@@ -188,10 +186,7 @@ pub async fn verify(
     role: &str,
     new_password: &SecretString,
 ) -> Result<(), RegisterError> {
-    let secrets = [new_password.expose(), target.admin_password.expose()];
-    bounded("verify", verify_inner(target, role, new_password))
-        .await
-        .map_err(|e| e.scrubbed(&secrets))
+    bounded("verify", verify_inner(target, role, new_password)).await
 }
 
 async fn bounded(
@@ -220,14 +215,22 @@ async fn register_inner(
     check_target(target)?;
     let ident = quote_identifier(role)?;
     check_password(new_password)?;
-    let admin = connect(target, &target.admin_user, &target.admin_password, "admin").await?;
+    let secrets = [new_password.expose(), target.admin_password.expose()];
+    let admin = connect(
+        target,
+        &target.admin_user,
+        &target.admin_password,
+        "admin",
+        &secrets,
+    )
+    .await?;
     let row = admin
         .query_opt(
             "SELECT rolcanlogin FROM pg_catalog.pg_roles WHERE rolname = $1",
             &[&role],
         )
         .await
-        .map_err(|e| classify(&e, target, "looking up the role"))?;
+        .map_err(|e| classify(&e, target, "looking up the role", &secrets))?;
     match row.map(|r| r.get::<_, bool>(0)) {
         None => return Err(role_not_found(role, target)),
         Some(false) => {
@@ -244,7 +247,7 @@ async fn register_inner(
         .await
         .map_err(|e| match e.code() {
             Some(c) if *c == SqlState::UNDEFINED_OBJECT => role_not_found(role, target),
-            _ => classify(&e, target, "ALTER ROLE"),
+            _ => classify(&e, target, "ALTER ROLE", &secrets),
         })?;
     tracing::info!(host = %target.host, port = target.port, role, "registered the new password with PostgreSQL");
     Ok(())
@@ -258,11 +261,12 @@ async fn verify_inner(
     check_target(target)?;
     quote_identifier(role)?;
     check_password(new_password)?;
-    let client = connect(target, role, new_password, "role").await?;
+    let secrets = [new_password.expose(), target.admin_password.expose()];
+    let client = connect(target, role, new_password, "role", &secrets).await?;
     let one: i32 = client
         .query_one("SELECT 1", &[])
         .await
-        .map_err(|e| classify(&e, target, "SELECT 1"))?
+        .map_err(|e| classify(&e, target, "SELECT 1", &secrets))?
         .get(0);
     if one != 1 {
         return Err(RegisterError::new(
@@ -365,6 +369,7 @@ async fn connect(
     user: &str,
     password: &SecretString,
     who: &str,
+    secrets: &[&str],
 ) -> Result<Client, RegisterError> {
     let mut config = tokio_postgres::Config::new();
     config
@@ -387,7 +392,7 @@ async fn connect(
             let (client, connection) = config
                 .connect(NoTls)
                 .await
-                .map_err(|e| classify(&e, target, &context))?;
+                .map_err(|e| classify(&e, target, &context, secrets))?;
             tokio::spawn(drive(connection));
             client
         }
@@ -397,7 +402,7 @@ async fn connect(
             let (client, connection) = config
                 .connect(tls)
                 .await
-                .map_err(|e| classify(&e, target, &context))?;
+                .map_err(|e| classify(&e, target, &context, secrets))?;
             tokio::spawn(drive(connection));
             client
         }
@@ -501,11 +506,19 @@ impl ServerCertVerifier for EncryptOnly {
 
 /// Maps a driver error to a reason. Server messages are kept (they name roles, hosts, databases),
 /// details and the query position are not.
-fn classify(e: &tokio_postgres::Error, target: &PostgresTarget, during: &str) -> RegisterError {
+fn classify(
+    e: &tokio_postgres::Error,
+    target: &PostgresTarget,
+    during: &str,
+    secrets: &[&str],
+) -> RegisterError {
     let at = endpoint(target);
     if let Some(db) = e.as_db_error() {
         let code = db.code().code();
-        let text = format!("{during} on {at}: {} (SQLSTATE {code})", db.message());
+        let text = format!(
+            "{during} on {at}: {} (SQLSTATE {code})",
+            scrub(db.message(), secrets)
+        );
         let (reason, transient) = match code {
             "28P01" | "28000" => (reason::AUTHENTICATION_FAILED, false),
             "3D000" => (reason::DATABASE_NOT_FOUND, false),
@@ -520,7 +533,7 @@ fn classify(e: &tokio_postgres::Error, target: &PostgresTarget, during: &str) ->
         };
         return RegisterError::new(reason, text, transient);
     }
-    let chain = error_chain(e);
+    let chain = scrub(&error_chain(e), secrets);
     let text = format!("{during} on {at}: {chain}");
     if chain.starts_with("error performing TLS handshake") {
         return RegisterError::new(reason::TLS_FAILED, text, false);
@@ -660,8 +673,10 @@ mod tests {
 
     #[test]
     fn messages_are_scrubbed_and_debug_redacts() {
-        let err = RegisterError::config("echo of hunter2 here").scrubbed(&["hunter2", ""]);
-        assert_eq!(err.message, "echo of <redacted> here");
+        assert_eq!(
+            scrub("echo of hunter2 here", &["hunter2", ""]),
+            "echo of <redacted> here"
+        );
         let t = target("db", SslMode::Require);
         assert!(!format!("{t:?}").contains("admin-secret"));
     }
