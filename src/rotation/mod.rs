@@ -5,6 +5,7 @@
 
 pub mod driver;
 pub mod plan;
+pub mod postgres;
 pub mod schedule;
 pub mod template;
 pub mod webhook;
