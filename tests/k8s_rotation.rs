@@ -506,3 +506,138 @@ async fn crash_at_every_step_of_a_staged_rotation() {
         crash_case("Staged", point).await;
     }
 }
+
+/// Admin connection settings of the test database (`scripts/postgres.sh run …` exports them).
+fn pg_env() -> (String, u16, String, String) {
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!("{name} is not set: run through `make test` (scripts/postgres.sh run …)")
+        })
+    };
+    (
+        var("PGHOST"),
+        var("PGPORT").parse().unwrap(),
+        var("KMSYNC_PG_ADMIN_USER"),
+        var("KMSYNC_PG_ADMIN_PASSWORD"),
+    )
+}
+
+async fn pg_login(user: &str, password: &str) -> Result<(), tokio_postgres::Error> {
+    let (host, port, _, _) = pg_env();
+    let config = format!(
+        "host={host} port={port} user={user} password={password} dbname=postgres connect_timeout=5"
+    );
+    let (client, connection) = tokio_postgres::connect(&config, tokio_postgres::NoTls).await?;
+    let task = tokio::spawn(connection);
+    client.simple_query("SELECT 1").await?;
+    drop(client);
+    let _ = task.await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staged_rotation_with_postgres_like_the_walkthrough() {
+    let env = SyncEnv::start("rot-pg").await;
+    let (host, port, admin, admin_password) = pg_env();
+    let role = format!("app_{}", &env.namespace[env.namespace.len() - 8..]);
+    let first = format!("first-{}", uuid::Uuid::new_v4().simple());
+    {
+        let config = format!(
+            "host={host} port={port} user={admin} password={admin_password} dbname=postgres"
+        );
+        let (client, connection) = tokio_postgres::connect(&config, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!("CREATE ROLE \"{role}\" LOGIN PASSWORD '{first}'"))
+            .await
+            .unwrap();
+    }
+    pg_login(&role, &first)
+        .await
+        .expect("the role logs in with its first password");
+    env.apply(
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "pg-admin"},
+        "stringData": {"username": admin, "password": admin_password}}),
+    )
+    .await;
+    env.create_kms_secret(
+        "db_cred",
+        "v1",
+        &format!(r#"{{"uname":"{role}","pwd":"{first}"}}"#),
+    )
+    .await;
+    env.apply_managed_secret("db", "db_cred", managed(json!({"strategy": "Staged", "pendingStage": "MyPendingLabel",
+        "register": {"postgres": {"host": host, "port": port, "sslMode": "disable", "adminSecretRef": {"name": "pg-admin"}}}}))).await;
+    wait_for("first sync", 60, || async {
+        env.secret_data("db")
+            .await
+            .filter(|d| d["password"] == first)
+    })
+    .await;
+
+    annotate(&env, "db", "kmsync.io/rotate", "1").await;
+    wait_rotation(&env, "db", "RotationSucceeded").await;
+    let data = wait_for("the Secret to follow", 60, || async {
+        env.secret_data("db")
+            .await
+            .filter(|d| d["password"] != first)
+    })
+    .await;
+    assert_eq!(data["username"], role);
+    pg_login(&role, &data["password"])
+        .await
+        .expect("the database accepts the new password");
+    assert!(
+        pg_login(&role, &first).await.is_err(),
+        "the database rejects the old password"
+    );
+    let all = versions(&env, "db_cred").await;
+    assert_eq!(stages_of(&all, "v1"), ["ACSPrevious"]);
+    assert!(
+        all.iter()
+            .all(|(_, s)| !s.iter().any(|x| x == "MyPendingLabel"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_restart_once_per_promoted_version() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let env = SyncEnv::start("rot-consumers").await;
+    let deployments: kube::Api<Deployment> =
+        kube::Api::namespaced(env.client.clone(), &env.namespace);
+    let deployment: Deployment = serde_json::from_value(json!({"metadata": {"name": "api"},
+        "spec": {"selector": {"matchLabels": {"app": "api"}}, "template": {"metadata": {"labels": {"app": "api"}},
+        "spec": {"containers": [{"name": "api", "image": "example.invalid/api:1"}]}}}})).unwrap();
+    deployments
+        .create(&Default::default(), &deployment)
+        .await
+        .unwrap();
+    env.create_kms_secret("db_cred", "v1", r#"{"uname":"alice","pwd":"first"}"#)
+        .await;
+    let mut spec = managed(json!({"strategy": "Immediate", "minInterval": "1s"}));
+    spec["rolloutRestart"] = json!([{"kind": "Deployment", "name": "api"}]);
+    env.apply_managed_secret("db", "db_cred", spec).await;
+    wait_for("first sync", 60, || async {
+        env.secret_data("db")
+            .await
+            .filter(|d| d["password"] == "first")
+    })
+    .await;
+    for round in 1..=2 {
+        annotate(&env, "db", "kmsync.io/rotate", &round.to_string()).await;
+        wait_for(&format!("rotation {round} delivered"), 90, || async {
+            let d = deployments.get("api").await.ok()?;
+            (d.metadata.generation == Some(1 + round)).then_some(())
+        })
+        .await;
+    }
+    env.force_sync_and_wait("db").await;
+    assert_eq!(
+        deployments.get("api").await.unwrap().metadata.generation,
+        Some(3),
+        "one restart per promoted version"
+    );
+    assert_eq!(versions(&env, "db_cred").await.len(), 3);
+}

@@ -125,7 +125,11 @@ pub struct PostgresRegister {
     pub password_property: Option<String>,
     /// `disable` (loopback only), `require` or `verify-full`. Default `require`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(disable|require|verify-full)$"))]
     pub ssl_mode: Option<String>,
+    /// PEM CA bundle for `verify-full` against a private CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<String>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]

@@ -597,13 +597,8 @@ async fn register(
         };
         return webhook::call(hook, step, &call).await;
     }
-    if register.postgres.is_some() {
-        let _ = ctx;
-        return Err(StepError::permanent(
-            step,
-            "InvalidSpec",
-            "the PostgreSQL back-end is not wired into the driver yet".into(),
-        ));
+    if let Some(postgres) = &register.postgres {
+        return super::postgres_register::run(ctx, ms, postgres, step, value).await;
     }
     // manualApproval: nothing to hand over; promotion waits for the annotation.
     Ok(())

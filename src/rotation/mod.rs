@@ -6,6 +6,7 @@
 pub mod driver;
 pub mod plan;
 pub mod postgres;
+pub mod postgres_register;
 pub mod schedule;
 pub mod template;
 pub mod webhook;
