@@ -641,3 +641,164 @@ async fn consumers_restart_once_per_promoted_version() {
     );
     assert_eq!(versions(&env, "db_cred").await.len(), 3);
 }
+
+/// `examples/<file>` with the demo's emulator endpoint and database settings replaced.
+fn example(file: &str, replacements: &[(&str, String)]) -> String {
+    let mut text =
+        std::fs::read_to_string(support::repo(&format!("examples/{file}"))).expect("example");
+    for (from, to) in replacements {
+        assert!(text.contains(from), "{file} has no {from:?}");
+        text = text.replace(from, to);
+    }
+    text
+}
+
+fn kubectl_ok(args: &[&str], stdin: Option<&str>) {
+    let output = support::kubectl(args, stdin);
+    assert!(output.status.success(), "{}", support::describe(&output));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_walkthroughs_driven_only_by_kubectl_and_the_examples() {
+    let env = SyncEnv::without_operator("rot-examples").await;
+    let ns = env.namespace.clone();
+    let endpoint = env.emulator.base_url();
+    kubectl_ok(
+        &["apply", "-n", &ns, "-f", "-"],
+        Some(&example(
+            "secretstore.yaml",
+            &[
+                ("http://127.0.0.1:18090", endpoint.clone()),
+                (
+                    "AccessKeyId: kmsync-demo",
+                    format!("AccessKeyId: {}", support::sync::ACCESS_KEY_ID),
+                ),
+                (
+                    "AccessKeySecret: kmsync-demo-secret",
+                    format!("AccessKeySecret: {}", support::sync::ACCESS_KEY_SECRET),
+                ),
+            ],
+        )),
+    );
+
+    // Single call: the example bootstraps app_cred, then a kubectl annotation rotates it.
+    kubectl_ok(
+        &["apply", "-n", &ns, "-f", "-"],
+        Some(&example("rotation-immediate.yaml", &[])),
+    );
+    // Multi call against the test database: the role and its first password exist already.
+    let (host, port, admin, admin_password) = pg_env();
+    let role = format!("walk_{}", &ns[ns.len() - 8..]);
+    let first = format!("first-{}", uuid::Uuid::new_v4().simple());
+    {
+        let config = format!(
+            "host={host} port={port} user={admin} password={admin_password} dbname=postgres"
+        );
+        let (client, connection) = tokio_postgres::connect(&config, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!("CREATE ROLE \"{role}\" LOGIN PASSWORD '{first}'"))
+            .await
+            .unwrap();
+    }
+    env.create_kms_secret(
+        "db_cred",
+        "v1",
+        &format!(r#"{{"uname":"{role}","pwd":"{first}"}}"#),
+    )
+    .await;
+    kubectl_ok(
+        &["apply", "-n", &ns, "-f", "-"],
+        Some(&example(
+            "rotation-staged-postgres.yaml",
+            &[
+                ("password: change-me", format!("password: {admin_password}")),
+                ("username: kmsync_admin", format!("username: {admin}")),
+                ("port: 5432", format!("port: {port}")),
+            ],
+        )),
+    );
+    let _operator = Operator::start(&ns, "info");
+
+    wait_for("app_cred bootstrapped and synced", 60, || async {
+        env.secret_data("app-cred")
+            .await
+            .filter(|d| d.contains_key("password"))
+    })
+    .await;
+    wait_for("db_cred synced", 60, || async {
+        env.secret_data("db-cred-rotated")
+            .await
+            .filter(|d| d["password"] == first)
+    })
+    .await;
+    let bootstrap = env.secret_data("app-cred").await.unwrap()["password"].clone();
+
+    kubectl_ok(
+        &[
+            "annotate",
+            "-n",
+            &ns,
+            "managedsecret",
+            "app-cred",
+            "kmsync.io/rotate=walkthrough-1",
+        ],
+        None,
+    );
+    kubectl_ok(
+        &[
+            "annotate",
+            "-n",
+            &ns,
+            "managedsecret",
+            "db-cred-rotated",
+            "kmsync.io/rotate=walkthrough-1",
+        ],
+        None,
+    );
+    wait_rotation(&env, "app-cred", "RotationSucceeded").await;
+    let ms = wait_for("the staged rotation", 90, || async {
+        let ms = env.managed_secrets().get("db-cred-rotated").await.ok()?;
+        (rotation_condition(&ms)?.1 == "RotationSucceeded").then_some(ms)
+    })
+    .await;
+    let rotation = ms.status.unwrap().rotation.unwrap();
+    assert!(rotation.pending_version_id.is_none() && rotation.last_rotation_time.is_some());
+
+    let app = versions(&env, "app_cred").await;
+    assert_eq!(app.len(), 2);
+    assert!(
+        app.iter().any(|(_, s)| s == &["ACSPrevious"])
+            && app.iter().any(|(_, s)| s == &["ACSCurrent"])
+    );
+    let db = versions(&env, "db_cred").await;
+    assert_eq!(stages_of(&db, "v1"), ["ACSPrevious"]);
+    assert!(
+        db.iter()
+            .all(|(_, s)| !s.iter().any(|x| x == "MyPendingLabel")),
+        "{db:?}"
+    );
+    let app_data = wait_for("app-cred follows", 60, || async {
+        env.secret_data("app-cred")
+            .await
+            .filter(|d| d["password"] != bootstrap)
+    })
+    .await;
+    assert_eq!(app_data["password"].len(), 32);
+    let db_data = wait_for("db-cred follows", 60, || async {
+        env.secret_data("db-cred-rotated")
+            .await
+            .filter(|d| d["password"] != first)
+    })
+    .await;
+    assert_eq!(db_data["password-previous"], first);
+    pg_login(&role, &db_data["password"])
+        .await
+        .expect("the database accepts the new password");
+    assert!(
+        pg_login(&role, &first).await.is_err(),
+        "the database rejects the old password"
+    );
+}

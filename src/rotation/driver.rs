@@ -116,7 +116,18 @@ pub async fn drive(
             Err(error) if error.transient => {
                 return retry_later(ctx, ms, status, persisted, error, now).await;
             }
-            Err(error) => fail_attempt(ctx, ms, status, persisted, error, now).await?,
+            Err(error) => {
+                let in_flight = status
+                    .rotation
+                    .as_ref()
+                    .is_some_and(|r| r.pending_version_id.is_some());
+                fail_attempt(ctx, ms, status, persisted, error, now).await?;
+                if !in_flight {
+                    // Nothing was reserved (bootstrap or generation failed): back off instead of
+                    // planning the same failing step again.
+                    return back_off_after_failure(ctx, ms, status, persisted, now).await;
+                }
+            }
         }
     }
     Ok(Outcome::Waiting {
@@ -191,6 +202,32 @@ async fn fail_attempt(
     )
     .await;
     reconcile::persist_status(ctx, ms, status, persisted).await
+}
+
+/// After a failure with no attempt in flight: the next try waits for the backoff.
+async fn back_off_after_failure(
+    ctx: &Context,
+    ms: &ManagedSecret,
+    status: &mut ManagedSecretStatus,
+    persisted: &mut Option<ManagedSecretStatus>,
+    now: Timestamp,
+) -> Result<Outcome, Error> {
+    let uid = ms.uid().unwrap_or_default();
+    let rotation = status.rotation.get_or_insert_with(RotationStatus::default);
+    rotation.phase = Some(plan::phase::IDLE.into());
+    let failures = rotation.attempts.max(1) as u32;
+    let retry = crate::controller::schedule::backoff(
+        &uid,
+        failures,
+        std::time::Duration::from_secs(60),
+        std::time::Duration::from_secs(3600),
+    );
+    let next = now
+        .checked_add(jiff::SignedDuration::try_from(retry).unwrap_or_default())
+        .unwrap_or(now);
+    rotation.next_rotation_time = Some(next.to_string());
+    reconcile::persist_status(ctx, ms, status, persisted).await?;
+    Ok(Outcome::Idle { next: Some(next) })
 }
 
 /// Performs `step`. `Ok(Some(_))` ends this drive; `Ok(None)` asks for the next step.
@@ -289,7 +326,8 @@ async fn perform(
             crash_point("create:after");
             let rotation = status.rotation.get_or_insert_with(RotationStatus::default);
             rotation.sequence = Some(sequence_of(version_id));
-            rotation.last_rotation_time = Some(now.to_string());
+            // Creation is not a rotation: minInterval does not hold back the first one.
+            rotation.last_rotation_time = None;
             rotation.next_rotation_time = schedule::next_scheduled(spec, now)
                 .ok()
                 .map(|t| t.to_string());
