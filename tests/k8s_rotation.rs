@@ -83,19 +83,23 @@ fn managed(strategy: Value) -> Value {
     json!({"data": [{"key": "username", "property": "uname"}, {"key": "password", "property": "pwd"}], "rotation": rotation})
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn single_call_rotation_on_request_like_the_walkthrough() {
-    let env = SyncEnv::start("rot-single").await;
+/// KMS `db_cred` v1 for alice, the ManagedSecret `db` with `spec`, and its first sync.
+async fn first_sync(env: &SyncEnv, spec: Value) {
     env.create_kms_secret("db_cred", "v1", r#"{"uname":"alice","pwd":"first"}"#)
         .await;
-    env.apply_managed_secret("db", "db_cred", managed(json!({"strategy": "Immediate"})))
-        .await;
+    env.apply_managed_secret("db", "db_cred", spec).await;
     wait_for("first sync", 60, || async {
         env.secret_data("db")
             .await
             .filter(|d| d["password"] == "first")
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_call_rotation_on_request_like_the_walkthrough() {
+    let env = SyncEnv::start("rot-single").await;
+    first_sync(&env, managed(json!({"strategy": "Immediate"}))).await;
     let ms = wait_rotation(&env, "db", "RotationScheduled").await;
     assert!(
         ms.status
@@ -167,22 +171,13 @@ async fn hook(accept: bool) -> Hook {
 async fn staged_rotation_registers_verifies_and_promotes_through_a_webhook() {
     let env = SyncEnv::start("rot-staged").await;
     let hook = hook(true).await;
-    env.create_kms_secret("db_cred", "v1", r#"{"uname":"alice","pwd":"first"}"#)
-        .await;
-    env.apply_managed_secret(
-        "db",
-        "db_cred",
+    first_sync(
+        &env,
         managed(
             json!({"strategy": "Staged", "pendingStage": "MyPendingLabel",
         "register": {"webhook": {"url": hook.url}}}),
         ),
     )
-    .await;
-    wait_for("first sync", 60, || async {
-        env.secret_data("db")
-            .await
-            .filter(|d| d["password"] == "first")
-    })
     .await;
     annotate(&env, "db", "kmsync.io/rotate", "1").await;
     wait_rotation(&env, "db", "RotationSucceeded").await;
@@ -220,19 +215,10 @@ async fn staged_rotation_registers_verifies_and_promotes_through_a_webhook() {
 async fn a_refused_registration_never_promotes_and_cleans_its_label() {
     let env = SyncEnv::start("rot-refused").await;
     let hook = hook(false).await;
-    env.create_kms_secret("db_cred", "v1", r#"{"uname":"alice","pwd":"first"}"#)
-        .await;
-    env.apply_managed_secret(
-        "db",
-        "db_cred",
+    first_sync(
+        &env,
         managed(json!({"strategy": "Staged", "register": {"webhook": {"url": hook.url}}})),
     )
-    .await;
-    wait_for("first sync", 60, || async {
-        env.secret_data("db")
-            .await
-            .filter(|d| d["password"] == "first")
-    })
     .await;
     let before = env.secrets().get("db").await.unwrap();
     annotate(&env, "db", "kmsync.io/rotate", "1").await;
@@ -274,19 +260,10 @@ async fn a_refused_registration_never_promotes_and_cleans_its_label() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manual_approval_promotes_exactly_the_approved_version() {
     let env = SyncEnv::start("rot-manual").await;
-    env.create_kms_secret("db_cred", "v1", r#"{"uname":"alice","pwd":"first"}"#)
-        .await;
-    env.apply_managed_secret(
-        "db",
-        "db_cred",
+    first_sync(
+        &env,
         managed(json!({"strategy": "Staged", "register": {"manualApproval": {}}})),
     )
-    .await;
-    wait_for("first sync", 60, || async {
-        env.secret_data("db")
-            .await
-            .filter(|d| d["password"] == "first")
-    })
     .await;
     annotate(&env, "db", "kmsync.io/rotate", "1").await;
     let ms = wait_rotation(&env, "db", "AwaitingApproval").await;
@@ -330,16 +307,7 @@ async fn a_missing_secret_is_created_when_asked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_mid_rotation_recovers_without_burning_versions() {
     let env = SyncEnv::start("rot-outage").await;
-    env.create_kms_secret("db_cred", "v1", r#"{"uname":"alice","pwd":"first"}"#)
-        .await;
-    env.apply_managed_secret("db", "db_cred", managed(json!({"strategy": "Immediate"})))
-        .await;
-    wait_for("first sync", 60, || async {
-        env.secret_data("db")
-            .await
-            .filter(|d| d["password"] == "first")
-    })
-    .await;
+    first_sync(&env, managed(json!({"strategy": "Immediate"}))).await;
     env.emulator.set_faults(FaultConfig {
         errors: vec![ErrorRule {
             action: "PutSecretValue".into(),
@@ -508,6 +476,23 @@ async fn crash_at_every_step_of_a_staged_rotation() {
 }
 
 /// Admin connection settings of the test database (`scripts/postgres.sh run …` exports them).
+/// A login role in the test database.
+async fn create_role(role: &str, password: &str) {
+    let (host, port, admin, admin_password) = pg_env();
+    let config =
+        format!("host={host} port={port} user={admin} password={admin_password} dbname=postgres");
+    let (client, connection) = tokio_postgres::connect(&config, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!(
+            "CREATE ROLE \"{role}\" LOGIN PASSWORD '{password}'"
+        ))
+        .await
+        .unwrap();
+}
+
 fn pg_env() -> (String, u16, String, String) {
     let var = |name: &str| {
         std::env::var(name).unwrap_or_else(|_| {
@@ -541,19 +526,7 @@ async fn staged_rotation_with_postgres_like_the_walkthrough() {
     let (host, port, admin, admin_password) = pg_env();
     let role = format!("app_{}", &env.namespace[env.namespace.len() - 8..]);
     let first = format!("first-{}", uuid::Uuid::new_v4().simple());
-    {
-        let config = format!(
-            "host={host} port={port} user={admin} password={admin_password} dbname=postgres"
-        );
-        let (client, connection) = tokio_postgres::connect(&config, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(connection);
-        client
-            .batch_execute(&format!("CREATE ROLE \"{role}\" LOGIN PASSWORD '{first}'"))
-            .await
-            .unwrap();
-    }
+    create_role(&role, &first).await;
     pg_login(&role, &first)
         .await
         .expect("the role logs in with its first password");
@@ -687,22 +660,10 @@ async fn both_walkthroughs_driven_only_by_kubectl_and_the_examples() {
         Some(&example("rotation-immediate.yaml", &[])),
     );
     // Multi call against the test database: the role and its first password exist already.
-    let (host, port, admin, admin_password) = pg_env();
+    let (_, port, admin, admin_password) = pg_env();
     let role = format!("walk_{}", &ns[ns.len() - 8..]);
     let first = format!("first-{}", uuid::Uuid::new_v4().simple());
-    {
-        let config = format!(
-            "host={host} port={port} user={admin} password={admin_password} dbname=postgres"
-        );
-        let (client, connection) = tokio_postgres::connect(&config, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(connection);
-        client
-            .batch_execute(&format!("CREATE ROLE \"{role}\" LOGIN PASSWORD '{first}'"))
-            .await
-            .unwrap();
-    }
+    create_role(&role, &first).await;
     env.create_kms_secret(
         "db_cred",
         "v1",

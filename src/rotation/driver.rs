@@ -204,6 +204,20 @@ async fn fail_attempt(
     reconcile::persist_status(ctx, ms, status, persisted).await
 }
 
+/// When a failed rotation is tried again: one minute, doubling per failed attempt up to an hour,
+/// jittered per object.
+fn next_attempt(uid: &str, attempts: i32, now: Timestamp) -> Timestamp {
+    let failures = attempts.max(1) as u32;
+    let retry = crate::controller::schedule::backoff(
+        uid,
+        failures,
+        std::time::Duration::from_secs(60),
+        std::time::Duration::from_secs(3600),
+    );
+    now.checked_add(jiff::SignedDuration::try_from(retry).unwrap_or_default())
+        .unwrap_or(now)
+}
+
 /// After a failure with no attempt in flight: the next try waits for the backoff.
 async fn back_off_after_failure(
     ctx: &Context,
@@ -215,16 +229,7 @@ async fn back_off_after_failure(
     let uid = ms.uid().unwrap_or_default();
     let rotation = status.rotation.get_or_insert_with(RotationStatus::default);
     rotation.phase = Some(plan::phase::IDLE.into());
-    let failures = rotation.attempts.max(1) as u32;
-    let retry = crate::controller::schedule::backoff(
-        &uid,
-        failures,
-        std::time::Duration::from_secs(60),
-        std::time::Duration::from_secs(3600),
-    );
-    let next = now
-        .checked_add(jiff::SignedDuration::try_from(retry).unwrap_or_default())
-        .unwrap_or(now);
+    let next = next_attempt(&uid, rotation.attempts, now);
     rotation.next_rotation_time = Some(next.to_string());
     reconcile::persist_status(ctx, ms, status, persisted).await?;
     Ok(Outcome::Idle { next: Some(next) })
@@ -524,16 +529,7 @@ async fn perform(
             }
             let uid = ms.uid().unwrap_or_default();
             let rotation = status.rotation.get_or_insert_with(RotationStatus::default);
-            let failures = rotation.attempts.max(1) as u32;
-            let retry = crate::controller::schedule::backoff(
-                &uid,
-                failures,
-                std::time::Duration::from_secs(60),
-                std::time::Duration::from_secs(3600),
-            );
-            let next = now
-                .checked_add(jiff::SignedDuration::try_from(retry).unwrap_or_default())
-                .unwrap_or(now);
+            let next = next_attempt(&uid, rotation.attempts, now);
             rotation.phase = Some(plan::phase::IDLE.into());
             rotation.pending_version_id = None;
             rotation.next_rotation_time = Some(next.to_string());
