@@ -5,10 +5,10 @@ CARGO ?= cargo
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 export KUBECTL ?= /usr/lib/google-cloud-sdk/bin/kubectl.1.33
 
-.PHONY: test lint unit sdk integration postgres postgres-stop controlplane controlplane-stop crds demo helm chart-lint plugin
+.PHONY: test lint unit sdk integration postgres postgres-stop bench bench-smoke controlplane controlplane-stop crds demo helm chart-lint plugin
 
 ## test: formatting, lints, unit tests, then integration tests against a real local control plane.
-test: lint unit sdk integration
+test: lint unit sdk integration bench-smoke
 
 lint:
 	$(CARGO) fmt --check
@@ -37,6 +37,15 @@ integration: controlplane helm
 
 controlplane-stop:
 	scripts/controlplane.sh stop
+
+## bench: scale benchmark (N = 100, 1,000, 5,000; ~18 min on 2 cores) → bench/results/.
+## e.g. make bench BENCH_ARGS="--sizes 10000 --refresh-secs 300"
+bench: controlplane
+	scripts/controlplane.sh run $(CARGO) bench --bench scale -- $(BENCH_ARGS)
+
+## bench-smoke: the same harness at N = 20 with short phases; fails only if the harness breaks.
+bench-smoke: controlplane
+	scripts/controlplane.sh run $(CARGO) bench --bench scale -- --smoke
 
 ## crds: regenerate crds/ (and the chart's copy) from the Rust types.
 crds:
