@@ -14,7 +14,7 @@ use crate::crd::rotation::{CreateIfMissing, PasswordSpec};
 use crate::crd::store::Network as StoreNetwork;
 use crate::kms::SecretString;
 use crate::kms::actions::{
-    CreateSecretRequest, GetRandomPasswordRequest, GetSecretValueRequest,
+    CreateSecretRequest, GetRandomPasswordRequest, GetSecretValueRequest, GetSecretValueResponse,
     ListSecretVersionIdsRequest, ListSecretsRequest, PutSecretValueRequest, Tag,
     UpdateSecretVersionStageRequest,
 };
@@ -278,6 +278,7 @@ impl SecretSource for KmsSource {
                 .map_err(|e| source_error(&e, Some(&selector)))?;
             let data = response
                 .value_bytes()
+                .and_then(|data| check_answer(&response, &selector, data.expose()).map(|()| data))
                 .map_err(|e| source_error(&e, Some(&selector)))?;
             Ok(FetchedVersion {
                 version_id: response.version_id.clone(),
@@ -483,6 +484,46 @@ impl SecretSource for KmsSource {
     }
 }
 
+/// Refuses a 2xx answer that cannot be the version asked for: no `VersionId`, an empty value
+/// (KMS never stores one), or another version or stage than requested (a lagging replica or a
+/// confused proxy). Syncing it would empty the Secret or roll it back.
+fn check_answer(
+    response: &GetSecretValueResponse,
+    selector: &VersionSelector,
+    data: &[u8],
+) -> Result<(), KmsError> {
+    let invalid = |what: String| {
+        Err(KmsError::InvalidResponse {
+            status: 200,
+            message: format!("GetSecretValue of {}: {what}", response.secret_name),
+        })
+    };
+    if response.version_id.is_empty() {
+        return invalid("no VersionId".into());
+    }
+    if data.is_empty() {
+        return invalid(format!(
+            "empty SecretData for version {}",
+            response.version_id
+        ));
+    }
+    match selector {
+        VersionSelector::Id(id) if *id != response.version_id => invalid(format!(
+            "version {} answered for version {id}",
+            response.version_id
+        )),
+        VersionSelector::Stage(stage)
+            if !response.version_stages.is_empty() && !response.version_stages.contains(stage) =>
+        {
+            invalid(format!(
+                "version {} answered for stage {stage} but holds {:?}",
+                response.version_id, response.version_stages
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Maps a client error to a condition reason. "Not found" for the default stage means the secret
 /// itself is missing; for any other selector, that version or stage is.
 pub fn source_error(error: &KmsError, selector: Option<&VersionSelector>) -> SourceError {
@@ -500,7 +541,12 @@ pub fn source_error(error: &KmsError, selector: Option<&VersionSelector>) -> Sou
     let transient = error.is_retryable()
         || matches!(
             reason,
-            "Throttled" | "KmsUnavailable" | "CredentialsUnavailable" | "ClockSkew" | "Unknown"
+            "Throttled"
+                | "KmsUnavailable"
+                | "CredentialsUnavailable"
+                | "ClockSkew"
+                | "Unknown"
+                | "InvalidResponse"
         );
     let what = match selector {
         Some(selector) => format!("reading {selector} from KMS"),
@@ -561,6 +607,39 @@ mod tests {
                 .host(),
             "127.0.0.1:9"
         );
+    }
+
+    #[test]
+    fn answers_that_would_empty_or_roll_back_a_secret_are_refused() {
+        let answer = |id: &str, stages: &[&str]| GetSecretValueResponse {
+            secret_name: "db".into(),
+            version_id: id.into(),
+            version_stages: stages.iter().map(|s| s.to_string()).collect(),
+            ..GetSecretValueResponse::default()
+        };
+        let current = VersionSelector::Stage("ACSCurrent".into());
+        assert!(check_answer(&answer("v2", &["ACSCurrent"]), &current, b"x").is_ok());
+        // No stages in the answer: nothing to contradict.
+        assert!(check_answer(&answer("v2", &[]), &current, b"x").is_ok());
+        let refused = [
+            check_answer(&answer("v2", &["ACSCurrent"]), &current, b""),
+            check_answer(&answer("", &["ACSCurrent"]), &current, b"x"),
+            check_answer(&answer("v1", &["ACSPrevious"]), &current, b"x"),
+            check_answer(
+                &answer("v1", &["ACSCurrent"]),
+                &VersionSelector::Id("v2".into()),
+                b"x",
+            ),
+        ];
+        for result in refused {
+            let error = source_error(&result.unwrap_err(), Some(&current));
+            assert_eq!((error.reason, error.transient), ("InvalidResponse", true));
+            assert!(
+                error.message.contains("GetSecretValue of db"),
+                "{}",
+                error.message
+            );
+        }
     }
 
     #[test]

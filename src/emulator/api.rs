@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use super::actions::{self, KMS_VERSION};
 use super::auth::{self, RawRequest};
 use super::error::KmsError;
+use super::faults::{Mutation, MutationRule};
 use super::params::Params;
 use super::state::{AppState, lock};
 use super::sts::{self, STS_VERSION};
@@ -59,7 +60,9 @@ pub async fn handle(
         .or_else(|| params.opt("Action"))
         .unwrap_or("")
         .to_string();
-    let result = process(&state, &raw, &params, &action).await;
+    // Drawn up front so an `olderVersion` can steer the lookup; applied only to a success.
+    let mutation = lock(&state.faults).mutation(&action, &mut rand::rng());
+    let result = process(&state, &raw, &params, &action, mutation.as_ref()).await;
     let outcome = result
         .as_ref()
         .map_or_else(|e| e.code.as_str(), |_| "Success");
@@ -72,7 +75,13 @@ pub async fn handle(
         .header("host")
         .map(str::to_string)
         .unwrap_or_else(|| format!("kms.{}.aliyuncs.com", state.config.region_id));
-    respond(result, &request_id, &host)
+    match (result, mutation) {
+        (Ok(body), Some(rule)) => {
+            tracing::info!(action = %action, kind = ?rule.kind, "kms emulator response mutated");
+            spoiled(body, &rule, &request_id)
+        }
+        (result, _) => respond(result, &request_id, &host),
+    }
 }
 
 async fn process(
@@ -80,6 +89,7 @@ async fn process(
     raw: &RawRequest<'_>,
     params: &Params,
     action: &str,
+    mutation: Option<&MutationRule>,
 ) -> Result<Value, KmsError> {
     if action.is_empty() {
         return Err(KmsError::missing("Action"));
@@ -125,7 +135,18 @@ async fn process(
         );
     }
     let mut store = lock(&state.store);
-    let result = actions::dispatch(&mut store, action, params, state.store_now());
+    let mut result = actions::dispatch(&mut store, action, params, state.store_now());
+    if result.is_ok()
+        && action == "GetSecretValue"
+        && mutation.is_some_and(|m| m.kind == Mutation::OlderVersion)
+    {
+        let mut older = params.clone();
+        older.0.remove("VersionId");
+        older.0.insert("VersionStage".into(), "ACSPrevious".into());
+        if let Ok(value) = actions::dispatch(&mut store, action, &older, state.store_now()) {
+            result = Ok(value);
+        }
+    }
     if result.is_ok() && actions::is_mutating(action) {
         state.persist(&store);
     }
@@ -145,6 +166,43 @@ async fn apply_faults(state: &AppState, action: &str) -> Result<(), KmsError> {
         tokio::time::sleep(latency).await;
     }
     injected.map_or(Ok(()), Err)
+}
+
+/// A successful answer spoiled by `rule` (see [`Mutation`]).
+fn spoiled(mut body: Value, rule: &MutationRule, request_id: &str) -> Response {
+    if let Value::Object(map) = &mut body {
+        map.insert("RequestId".into(), request_id.into());
+    }
+    rule.apply(&mut body);
+    let text = body.to_string();
+    let half = text.len() / 2;
+    let body = match rule.kind {
+        Mutation::ConnectionReset => {
+            // Chunked, and the stream fails after the first chunk: hyper drops the connection.
+            let chunks: [Result<Bytes, std::io::Error>; 2] = [
+                Ok(Bytes::from(text.as_bytes()[..half].to_vec())),
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "injected connection reset",
+                )),
+            ];
+            axum::body::Body::from_stream(futures::stream::iter(chunks))
+        }
+        Mutation::MalformedJson => axum::body::Body::from(format!(
+            "{{\"RequestId\":\"{request_id}\",\"SecretData\":<html>502 Bad Gateway</html>"
+        )),
+        Mutation::TruncatedJson => axum::body::Body::from(text.as_bytes()[..half].to_vec()),
+        _ => axum::body::Body::from(text),
+    };
+    let mut response = Response::new(body);
+    response.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("application/json;charset=utf-8"),
+    );
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        response.headers_mut().insert("x-acs-request-id", v);
+    }
+    response
 }
 
 fn respond(result: Result<Value, KmsError>, request_id: &str, host: &str) -> Response {

@@ -1,6 +1,9 @@
 //! Fault injection and throttling: per-action latency, random errors (rate + code) and
 //! token-bucket throttling per QPS group (kms-api.md §7), answering `429 Rejected.Throttling`.
-//! All of it is OFF by default and can be replaced at run time (`PUT /admin/faults`).
+//! Response mutations make a successful answer wrong on the wire (connection reset, malformed or
+//! truncated JSON, empty `SecretData`, wrong `SecretDataType`, a missing key, an older version),
+//! for reliability tests of clients. All of it is OFF by default and can be replaced at run time
+//! (`PUT /admin/faults`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -30,6 +33,76 @@ fn any_action() -> String {
 
 fn default_status() -> u16 {
     500
+}
+
+/// How a successful answer is spoiled by a [`MutationRule`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Mutation {
+    /// The status line and headers are sent, then the connection is dropped mid-body.
+    ConnectionReset,
+    /// A 200 whose body is not JSON.
+    MalformedJson,
+    /// A 200 whose body is the first half of the real JSON (complete at the HTTP level).
+    TruncatedJson,
+    /// `SecretData` is `""`.
+    EmptySecretData,
+    /// `SecretDataType` flipped between `text` and `binary`.
+    WrongDataType,
+    /// The top-level key `key` (default `SecretData`) is left out.
+    MissingKey,
+    /// The `ACSPrevious` version is answered instead (with its own id, data and stages), as a
+    /// lagging replica would; unchanged when there is none.
+    OlderVersion,
+}
+
+/// Successful calls of `action` (default `GetSecretValue`; `*` = any) are spoiled with
+/// probability `rate`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MutationRule {
+    #[serde(default = "get_secret_value")]
+    pub action: String,
+    pub rate: f64,
+    pub kind: Mutation,
+    /// For `missingKey`: the key left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+fn get_secret_value() -> String {
+    "GetSecretValue".to_string()
+}
+
+impl MutationRule {
+    /// Spoils a successful JSON answer in place; the wire-level kinds are done by the caller.
+    pub fn apply(&self, body: &mut serde_json::Value) {
+        let Some(map) = body.as_object_mut() else {
+            return;
+        };
+        match self.kind {
+            Mutation::EmptySecretData => {
+                map.insert("SecretData".into(), "".into());
+            }
+            Mutation::WrongDataType => {
+                let binary = map
+                    .get("SecretDataType")
+                    .and_then(serde_json::Value::as_str)
+                    .is_some_and(|t| t.eq_ignore_ascii_case("binary"));
+                map.insert(
+                    "SecretDataType".into(),
+                    if binary { "text" } else { "binary" }.into(),
+                );
+            }
+            Mutation::MissingKey => {
+                map.remove(self.key.as_deref().unwrap_or("SecretData"));
+            }
+            Mutation::ConnectionReset
+            | Mutation::MalformedJson
+            | Mutation::TruncatedJson
+            | Mutation::OlderVersion => {}
+        }
+    }
 }
 
 /// A token bucket: `qps` refill per second, up to `burst` tokens.
@@ -86,6 +159,8 @@ pub struct FaultConfig {
     pub latency_ms: BTreeMap<String, u64>,
     pub errors: Vec<ErrorRule>,
     pub throttling: ThrottleConfig,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mutations: Vec<MutationRule>,
 }
 
 /// The built-in QPS group of an action ([INF] for the writes, §7).
@@ -176,6 +251,18 @@ impl Faults {
     }
 }
 
+impl Faults {
+    /// The first matching mutation rule that fires.
+    pub fn mutation(&self, action: &str, rng: &mut impl Rng) -> Option<MutationRule> {
+        self.config
+            .mutations
+            .iter()
+            .filter(|r| r.action == "*" || r.action == action)
+            .find(|r| rng.random::<f64>() < r.rate)
+            .cloned()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,5 +304,58 @@ mod tests {
             500
         );
         assert!(f.injected_error("GetSecretValue", &mut rng).is_none());
+    }
+
+    #[test]
+    fn mutations_parse_match_and_spoil_bodies() {
+        let cfg: FaultConfig = serde_json::from_str(
+            r#"{"mutations":[{"rate":1.0,"kind":"emptySecretData"},
+                             {"action":"*","rate":1.0,"kind":"missingKey","key":"VersionId"}]}"#,
+        )
+        .unwrap();
+        let f = Faults::new(cfg.clone());
+        let mut rng = rand::rng();
+        let first = f.mutation("GetSecretValue", &mut rng).unwrap();
+        assert_eq!(
+            (first.action.as_str(), first.kind),
+            ("GetSecretValue", Mutation::EmptySecretData)
+        );
+        assert_eq!(
+            f.mutation("ListSecrets", &mut rng).unwrap().kind,
+            Mutation::MissingKey
+        );
+        let value = || {
+            serde_json::json!({"SecretName": "s", "VersionId": "v1", "SecretData": "x",
+                               "SecretDataType": "text"})
+        };
+        let mut body = value();
+        first.apply(&mut body);
+        assert_eq!(body["SecretData"], "");
+        let mut body = value();
+        cfg.mutations[1].apply(&mut body);
+        assert!(body.get("VersionId").is_none() && body["SecretData"] == "x");
+        let flip = MutationRule {
+            action: "GetSecretValue".into(),
+            rate: 1.0,
+            kind: Mutation::WrongDataType,
+            key: None,
+        };
+        let mut body = value();
+        flip.apply(&mut body);
+        assert_eq!(body["SecretDataType"], "binary");
+        flip.apply(&mut body);
+        assert_eq!(body["SecretDataType"], "text");
+        let missing_data = MutationRule {
+            kind: Mutation::MissingKey,
+            ..flip
+        };
+        let mut body = value();
+        missing_data.apply(&mut body);
+        assert!(body.get("SecretData").is_none());
+        // Off by default, and the default config serializes as before.
+        let none = Faults::default();
+        assert!(none.mutation("GetSecretValue", &mut rng).is_none());
+        let shown = serde_json::to_value(FaultConfig::default()).unwrap();
+        assert!(shown.get("mutations").is_none());
     }
 }

@@ -25,7 +25,7 @@ pub mod sts;
 pub mod tls;
 
 pub use config::{AccessKey, AuthConfig, EmulatorConfig, StsConfig};
-pub use faults::{ErrorRule, FaultConfig, GroupLimit, ThrottleConfig};
+pub use faults::{ErrorRule, FaultConfig, GroupLimit, Mutation, MutationRule, ThrottleConfig};
 pub use oidc::{JwksSource, OidcKeys};
 pub use server::{Emulator, EmulatorError, RunningEmulator};
 pub use store::Semantics;
