@@ -5,7 +5,7 @@ CARGO ?= cargo
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 export KUBECTL ?= /usr/lib/google-cloud-sdk/bin/kubectl.1.33
 
-.PHONY: test lint unit sdk integration postgres postgres-stop bench bench-smoke controlplane controlplane-stop crds demo helm chart-lint plugin
+.PHONY: test lint unit sdk integration postgres postgres-stop bench bench-smoke soak controlplane controlplane-stop crds demo helm chart-lint plugin
 
 ## test: formatting, lints, unit tests, then integration tests against a real local control plane.
 test: lint unit sdk integration bench-smoke
@@ -46,6 +46,12 @@ bench: controlplane
 ## bench-smoke: the same harness at N = 20 with short phases; fails only if the harness breaks.
 bench-smoke: controlplane
 	scripts/controlplane.sh run $(CARGO) bench --bench scale -- --smoke
+
+## soak: 1,000 seeded fault episodes (KMSYNC_FAULT_EPISODES) against a real control plane; prints
+## a table. A failing seed is printed; KMSYNC_FAULT_SEED=<seed> replays it.
+soak: controlplane
+	KMSYNC_FAULT_EPISODES=$${KMSYNC_FAULT_EPISODES:-1000} scripts/controlplane.sh run \
+	  $(CARGO) test --features integration --test k8s_faults -- --nocapture
 
 ## crds: regenerate crds/ (and the chart's copy) from the Rust types.
 crds:

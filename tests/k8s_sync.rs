@@ -69,17 +69,19 @@ async fn first_sync_then_a_new_version_through_force_sync() {
     assert_eq!(status.source.unwrap().version_id.as_deref(), Some("v1"));
     assert!(status.last_sync_time.is_some());
 
-    let store: SecretStore = Api::namespaced(env.client.clone(), &env.namespace)
-        .get("kms")
-        .await
-        .unwrap();
-    let ready = store
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "Ready")
-        .unwrap();
+    // The store check runs on its own; wait for it rather than assume it already reported.
+    let ready = wait_for("the store's Ready condition", 60, || async {
+        let store: SecretStore = Api::namespaced(env.client.clone(), &env.namespace)
+            .get("kms")
+            .await
+            .ok()?;
+        store
+            .status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready")
+    })
+    .await;
     assert_eq!(
         (ready.status.as_str(), ready.reason.as_str()),
         ("True", "Valid")
