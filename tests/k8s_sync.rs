@@ -864,7 +864,13 @@ async fn metrics_describe_the_work_and_forget_deleted_objects() {
     .await;
 
     let ns = &env.namespace;
-    let text = env.operator().metrics().await;
+    // The apiserver shows the rollout a moment before the operator's patch call returns and counts it.
+    let text = wait_for("the restart to be counted", 60, || async {
+        let text = env.operator().metrics().await;
+        text.contains(r#"kmsync_consumer_restarts_total{kind="Deployment"} 1"#)
+            .then_some(text)
+    })
+    .await;
     for expected in [
         r#"kmsync_reconciles_total{outcome="success",reason="Synced"}"#.to_string(),
         r#"kmsync_reconciles_total{outcome="failure",reason="SecretNotFound"}"#.to_string(),
