@@ -4,31 +4,11 @@
 
 mod support;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::{Value, json};
+use support::kubectl_kmsync;
 use support::sync::{SyncEnv, wait_for};
-
-/// Runs `kubectl kmsync ARGS` with the plugin linked into a private PATH entry.
-fn kubectl_kmsync(args: &[&str]) -> Output {
-    let dir = std::env::temp_dir().join(format!("kmsync-plugin-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let link = dir.join("kubectl-kmsync");
-    if !link.exists() {
-        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_kmsync"), &link).unwrap();
-    }
-    let path = format!(
-        "{}:{}",
-        dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    Command::new(support::kubectl_path())
-        .arg("kmsync")
-        .args(args)
-        .env("PATH", path)
-        .output()
-        .expect("run kubectl kmsync")
-}
 
 fn stdout(output: &Output) -> String {
     assert!(output.status.success(), "{}", support::describe(output));

@@ -6,74 +6,15 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
-
 use kmsync::emulator::{ErrorRule, FaultConfig};
-use kmsync::kms::actions::ListSecretVersionIdsRequest;
-use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
+use support::rotation::{
+    annotate, create_role, current, hook, pg_env, pg_login, rotation_condition, stages_of,
+    versions, wait_rotation,
+};
 use support::sync::{Operator, SyncEnv, wait_for};
 
 const TEMPLATE: &str = r#"{"uname":"{{ current.uname }}","pwd":"{{ password }}"}"#;
-
-/// `(version id, stages)` of every version, deprecated ones included.
-async fn versions(env: &SyncEnv, name: &str) -> Vec<(String, Vec<String>)> {
-    let request = ListSecretVersionIdsRequest {
-        secret_name: name.into(),
-        include_deprecated: Some(true),
-        page_number: Some(1),
-        page_size: Some(100),
-    };
-    let response = env
-        .kms
-        .list_secret_version_ids(&request)
-        .await
-        .expect("list versions");
-    response
-        .version_ids
-        .into_iter()
-        .map(|v| (v.version_id, v.version_stages))
-        .collect()
-}
-
-fn current(versions: &[(String, Vec<String>)]) -> String {
-    versions
-        .iter()
-        .find(|(_, s)| s.iter().any(|x| x == "ACSCurrent"))
-        .expect("a current version")
-        .0
-        .clone()
-}
-
-fn stages_of<'a>(versions: &'a [(String, Vec<String>)], id: &str) -> &'a [String] {
-    &versions.iter().find(|(v, _)| v == id).expect("version").1
-}
-
-async fn annotate(env: &SyncEnv, name: &str, key: &str, value: &str) {
-    let patch = json!({"metadata": {"annotations": {key: value}}});
-    env.managed_secrets()
-        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .expect("annotate");
-}
-
-fn rotation_condition(ms: &kmsync::crd::ManagedSecret) -> Option<(String, String, String)> {
-    let c = ms
-        .status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Rotation")?;
-    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
-}
-
-async fn wait_rotation(env: &SyncEnv, name: &str, reason: &str) -> kmsync::crd::ManagedSecret {
-    wait_for(&format!("Rotation {reason} on {name}"), 90, || async {
-        let ms = env.managed_secrets().get(name).await.ok()?;
-        (rotation_condition(&ms)?.1 == reason).then_some(ms)
-    })
-    .await
-}
 
 fn managed(strategy: Value) -> Value {
     let mut rotation = json!({"interval": "720h", "generate": {"password": {"length": 24, "excludePunctuation": true}, "template": TEMPLATE}});
@@ -136,35 +77,6 @@ async fn single_call_rotation_on_request_like_the_walkthrough() {
     // The same annotation value does not rotate again.
     env.force_sync_and_wait("db").await;
     assert_eq!(versions(&env, "db_cred").await.len(), 2);
-}
-
-/// A loopback webhook that records calls and accepts or refuses them.
-struct Hook {
-    url: String,
-    calls: Arc<Mutex<Vec<Value>>>,
-}
-
-async fn hook(accept: bool) -> Hook {
-    let calls: Arc<Mutex<Vec<Value>>> = Arc::default();
-    let seen = calls.clone();
-    let app = axum::Router::new().route(
-        "/rotate",
-        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
-            let seen = seen.clone();
-            async move {
-                seen.lock().unwrap().push(body);
-                if accept {
-                    axum::http::StatusCode::OK
-                } else {
-                    axum::http::StatusCode::FORBIDDEN
-                }
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/rotate", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    Hook { url, calls }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -371,27 +283,128 @@ fn assert_clean(all: &[(String, Vec<String>)], point: &str) {
     }
 }
 
-/// Kills the operator at `point` during a rotation, restarts it, and checks the end state.
-async fn crash_case(strategy: &str, point: &str) {
+/// What a crash case rotates, and through which register backend.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Setup {
+    Immediate,
+    StagedWebhook,
+    StagedPostgres,
+    /// `createIfMissing` bootstrapping a secret KMS does not have.
+    CreateMissing,
+    /// A webhook that refuses, so the rotation is aborted.
+    RefusedWebhook,
+}
+
+/// The crash points of each path, exactly as `crash_point` names them in `src/rotation/driver.rs`
+/// (`every_crash_point_in_the_driver_is_in_the_matrix` keeps the two in step).
+const IMMEDIATE_POINTS: [&str; 3] = ["put:before", "put:after", "finish:before"];
+const STAGED_POINTS: [&str; 11] = [
+    "put:before",
+    "put:after",
+    "register:before",
+    "register:after",
+    "verify:before",
+    "verify:after",
+    "promote:before",
+    "promote:after",
+    "clean:before",
+    "clean:after",
+    "finish:before",
+];
+const CREATE_POINTS: [&str; 2] = ["create:before", "create:after"];
+const ABORT_POINTS: [&str; 2] = ["abort:before", "abort:after"];
+
+#[test]
+fn every_crash_point_in_the_driver_is_in_the_matrix() {
+    let source = std::fs::read_to_string(support::repo("src/rotation/driver.rs")).unwrap();
+    let mut in_source = std::collections::BTreeSet::new();
+    for part in source.split("crash_point(").skip(1) {
+        // Call sites only: the argument is a string literal, possibly inside `&format!`.
+        let Some(literal) = part
+            .strip_prefix('"')
+            .or_else(|| part.strip_prefix("&format!(\""))
+        else {
+            continue;
+        };
+        let name = &literal[..literal.find('"').expect("a closed string literal")];
+        if name == "{step_name}:before" || name == "{step_name}:after" {
+            // The register and verify steps share one call site.
+            for step in ["register", "verify"] {
+                in_source.insert(name.replace("{step_name}", step));
+            }
+        } else if name.contains(':') {
+            in_source.insert(name.to_string());
+        }
+    }
+    let covered: std::collections::BTreeSet<String> = IMMEDIATE_POINTS
+        .iter()
+        .chain(&STAGED_POINTS)
+        .chain(&CREATE_POINTS)
+        .chain(&ABORT_POINTS)
+        .map(|p| p.to_string())
+        .collect();
+    assert!(in_source.len() >= 15, "parsed the driver: {in_source:?}");
+    assert_eq!(
+        in_source, covered,
+        "the crash matrix must cover every point"
+    );
+}
+
+/// Kills the operator at `point` during a rotation (or a bootstrap), restarts it, and checks the
+/// end state: one of the two clean states, no dangling pending label, no second new version.
+async fn crash_case(setup: Setup, point: &str) {
     let mut env = SyncEnv::without_operator(&format!("crash-{}", point.replace(':', "-"))).await;
-    let hook = hook(true).await;
-    env.create_kms_secret("db_cred", "v1", r#"{"uname":"alice","pwd":"first"}"#)
-        .await;
-    let spec = if strategy == "Staged" {
-        managed(json!({"strategy": "Staged", "register": {"webhook": {"url": hook.url}}}))
+    let hook = hook(setup != Setup::RefusedWebhook).await;
+    let role = format!("crash_{}", &env.namespace[env.namespace.len() - 8..]);
+    let first = if setup == Setup::StagedPostgres {
+        format!("first-{}", uuid::Uuid::new_v4().simple())
     } else {
-        managed(json!({"strategy": "Immediate"}))
+        "first".to_string()
     };
-    env.apply_managed_secret("db", "db_cred", spec).await;
+    let webhook = json!({"strategy": "Staged", "register": {"webhook": {"url": hook.url}}});
+    match setup {
+        Setup::CreateMissing => {
+            env.apply_managed_secret("db", "fresh/db", json!({"rotation": {"interval": "720h", "createIfMissing": {},
+                "generate": {"template": "{\"pwd\":\"{{ password }}\"}"}}, "data": [{"key": "password", "property": "pwd"}]})).await;
+        }
+        Setup::StagedPostgres => {
+            let (host, port, admin, admin_password) = pg_env();
+            create_role(&role, &first).await;
+            env.apply(
+                json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "pg-admin"},
+                "stringData": {"username": admin, "password": admin_password}}),
+            )
+            .await;
+            env.create_kms_secret(
+                "db_cred",
+                "v1",
+                &format!(r#"{{"uname":"{role}","pwd":"{first}"}}"#),
+            )
+            .await;
+            env.apply_managed_secret("db", "db_cred", managed(json!({"strategy": "Staged",
+                "register": {"postgres": {"host": host, "port": port, "sslMode": "disable", "adminSecretRef": {"name": "pg-admin"}}}}))).await;
+        }
+        Setup::Immediate | Setup::StagedWebhook | Setup::RefusedWebhook => {
+            env.create_kms_secret("db_cred", "v1", r#"{"uname":"alice","pwd":"first"}"#)
+                .await;
+            let spec = match setup {
+                Setup::Immediate => managed(json!({"strategy": "Immediate"})),
+                _ => managed(webhook),
+            };
+            env.apply_managed_secret("db", "db_cred", spec).await;
+        }
+    }
     let mut crashing =
         Operator::start_with_env(&env.namespace, "info", &[], &[("KMSYNC_CRASH_AT", point)]);
-    wait_for("first sync", 60, || async {
-        env.secret_data("db")
-            .await
-            .filter(|d| d["password"] == "first")
-    })
-    .await;
-    annotate(&env, "db", "kmsync.io/rotate", "1").await;
+    if setup != Setup::CreateMissing {
+        wait_for("first sync", 60, || async {
+            env.secret_data("db")
+                .await
+                .filter(|d| d["password"] == first)
+        })
+        .await;
+        annotate(&env, "db", "kmsync.io/rotate", "1").await;
+    }
     let exit = crashing
         .wait_exit(60)
         .unwrap_or_else(|| panic!("{point}: the operator never reached the crash point"));
@@ -403,8 +416,45 @@ async fn crash_case(strategy: &str, point: &str) {
         "{point}"
     );
     drop(crashing);
-
     env.operator = Some(Operator::start(&env.namespace, "info"));
+
+    if setup == Setup::CreateMissing {
+        let data = wait_for(&format!("{point}: the bootstrapped Secret"), 60, || async {
+            env.secret_data("db").await
+        })
+        .await;
+        let all = versions(&env, "fresh/db").await;
+        assert_eq!(all.len(), 1, "{point}: created once {all:?}");
+        assert!(
+            all[0].0.starts_with("kmsync-r1-") && all[0].1 == ["ACSCurrent"],
+            "{point}: {all:?}"
+        );
+        assert_eq!(data["password"].len(), 32, "{point}");
+        return;
+    }
+    if setup == Setup::RefusedWebhook {
+        let ms = wait_for(&format!("{point}: the abort to finish"), 90, || async {
+            let ms = env.managed_secrets().get("db").await.ok()?;
+            let rotation = ms.status.as_ref()?.rotation.as_ref()?;
+            (rotation.pending_version_id.is_none() && rotation.failed_step.is_some()).then_some(ms)
+        })
+        .await;
+        assert_eq!(
+            ms.status.unwrap().rotation.unwrap().failed_step.as_deref(),
+            Some("register"),
+            "{point}"
+        );
+        let all = versions(&env, "db_cred").await;
+        assert_clean(&all, point);
+        assert_eq!(current(&all), "v1", "{point}: nothing promoted");
+        assert_eq!(
+            env.secret_data("db").await.unwrap()["password"],
+            "first",
+            "{point}: the Secret is untouched"
+        );
+        return;
+    }
+
     wait_rotation(&env, "db", "RotationSucceeded").await;
     let all = versions(&env, "db_cred").await;
     assert_clean(&all, point);
@@ -424,100 +474,76 @@ async fn crash_case(strategy: &str, point: &str) {
         read.secret_data.expose().to_string()
     })
     .unwrap();
+    let new_password = expected["pwd"].as_str().unwrap();
     wait_for(
         &format!("{point}: the Secret to hold the new current"),
         60,
         || async {
             env.secret_data("db")
                 .await
-                .filter(|d| d["password"] == expected["pwd"].as_str().unwrap())
+                .filter(|d| d["password"] == new_password)
         },
     )
     .await;
-    if strategy == "Staged" {
-        let registered: Vec<String> = hook
-            .calls
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|c| c["versionId"].as_str().unwrap().to_string())
-            .collect();
-        assert!(
-            registered.iter().all(|v| *v == now),
-            "{point}: only the promoted version was registered {registered:?}"
-        );
+    match setup {
+        Setup::StagedWebhook => {
+            let registered: Vec<String> = hook
+                .calls
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|c| c["versionId"].as_str().unwrap().to_string())
+                .collect();
+            assert!(
+                registered.iter().all(|v| *v == now),
+                "{point}: only the promoted version was registered {registered:?}"
+            );
+        }
+        Setup::StagedPostgres => {
+            pg_login(&role, new_password)
+                .await
+                .unwrap_or_else(|e| panic!("{point}: the database takes the new password: {e}"));
+            assert!(
+                pg_login(&role, &first).await.is_err(),
+                "{point}: the database refuses the old password"
+            );
+        }
+        _ => {}
     }
+}
+
+/// Runs every point of `points` for `setup`, one after the other, and reports the count.
+async fn crash_matrix(setup: Setup, points: &[&str]) {
+    for point in points {
+        crash_case(setup, point).await;
+    }
+    println!("{setup:?}: {} crash points, all clean", points.len());
+    println!("SOAK crash_points {}", points.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_at_every_step_of_a_single_call_rotation() {
-    for point in ["put:before", "put:after", "finish:before"] {
-        crash_case("Immediate", point).await;
-    }
+    crash_matrix(Setup::Immediate, &IMMEDIATE_POINTS).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_at_every_step_of_a_staged_rotation() {
-    for point in [
-        "put:before",
-        "put:after",
-        "register:before",
-        "register:after",
-        "verify:before",
-        "verify:after",
-        "promote:before",
-        "promote:after",
-        "clean:before",
-        "clean:after",
-        "finish:before",
-    ] {
-        crash_case("Staged", point).await;
-    }
+    crash_matrix(Setup::StagedWebhook, &STAGED_POINTS).await;
 }
 
-/// Admin connection settings of the test database (`scripts/postgres.sh run …` exports them).
-/// A login role in the test database.
-async fn create_role(role: &str, password: &str) {
-    let (host, port, admin, admin_password) = pg_env();
-    let config =
-        format!("host={host} port={port} user={admin} password={admin_password} dbname=postgres");
-    let (client, connection) = tokio_postgres::connect(&config, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    client
-        .batch_execute(&format!(
-            "CREATE ROLE \"{role}\" LOGIN PASSWORD '{password}'"
-        ))
-        .await
-        .unwrap();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_at_every_step_of_a_staged_postgres_rotation() {
+    crash_matrix(Setup::StagedPostgres, &STAGED_POINTS).await;
 }
 
-fn pg_env() -> (String, u16, String, String) {
-    let var = |name: &str| {
-        std::env::var(name).unwrap_or_else(|_| {
-            panic!("{name} is not set: run through `make test` (scripts/postgres.sh run …)")
-        })
-    };
-    (
-        var("PGHOST"),
-        var("PGPORT").parse().unwrap(),
-        var("KMSYNC_PG_ADMIN_USER"),
-        var("KMSYNC_PG_ADMIN_PASSWORD"),
-    )
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_while_creating_a_missing_secret() {
+    crash_matrix(Setup::CreateMissing, &CREATE_POINTS).await;
 }
 
-async fn pg_login(user: &str, password: &str) -> Result<(), tokio_postgres::Error> {
-    let (host, port, _, _) = pg_env();
-    let config = format!(
-        "host={host} port={port} user={user} password={password} dbname=postgres connect_timeout=5"
-    );
-    let (client, connection) = tokio_postgres::connect(&config, tokio_postgres::NoTls).await?;
-    let task = tokio::spawn(connection);
-    client.simple_query("SELECT 1").await?;
-    drop(client);
-    let _ = task.await;
-    Ok(())
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_while_aborting_a_refused_rotation() {
+    crash_matrix(Setup::RefusedWebhook, &ABORT_POINTS).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

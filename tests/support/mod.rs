@@ -86,4 +86,26 @@ pub fn describe(output: &Output) -> String {
     )
 }
 
+/// Runs `kubectl kmsync ARGS` with the plugin linked into a private PATH entry.
+pub fn kubectl_kmsync(args: &[&str]) -> Output {
+    let dir = std::env::temp_dir().join(format!("kmsync-plugin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let link = dir.join("kubectl-kmsync");
+    if !link.exists() {
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_kmsync"), &link).unwrap();
+    }
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    Command::new(kubectl_path())
+        .arg("kmsync")
+        .args(args)
+        .env("PATH", path)
+        .output()
+        .expect("run kubectl kmsync")
+}
+
+pub mod rotation;
 pub mod sync;

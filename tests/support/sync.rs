@@ -304,8 +304,13 @@ impl SyncEnv {
 
     /// Stops the operator and starts a fresh one (same namespace and log level).
     pub fn restart_operator(&mut self) {
+        self.restart_operator_with_log_level("info,kmsync=debug");
+    }
+
+    /// Stops the operator and starts a fresh one logging at `log_level`.
+    pub fn restart_operator_with_log_level(&mut self, log_level: &str) {
         self.operator = None;
-        self.operator = Some(Operator::start(&self.namespace, "info,kmsync=debug"));
+        self.operator = Some(Operator::start(&self.namespace, log_level));
     }
 
     /// The Secret's data as UTF-8 strings, if it exists.

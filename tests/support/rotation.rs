@@ -1,0 +1,144 @@
+//! Rotation helpers shared by the rotation, leak and fault tests: KMS version listings, the
+//! rotation condition, a recording loopback webhook, and the throw-away PostgreSQL of
+//! `scripts/postgres.sh run`.
+
+use std::sync::{Arc, Mutex};
+
+use kmsync::kms::actions::ListSecretVersionIdsRequest;
+use kube::api::{Patch, PatchParams};
+use serde_json::{Value, json};
+
+use super::sync::{SyncEnv, wait_for};
+
+/// `(version id, stages)` of every version, deprecated ones included.
+pub async fn versions(env: &SyncEnv, name: &str) -> Vec<(String, Vec<String>)> {
+    let request = ListSecretVersionIdsRequest {
+        secret_name: name.into(),
+        include_deprecated: Some(true),
+        page_number: Some(1),
+        page_size: Some(100),
+    };
+    let response = env
+        .kms
+        .list_secret_version_ids(&request)
+        .await
+        .expect("list versions");
+    response
+        .version_ids
+        .into_iter()
+        .map(|v| (v.version_id, v.version_stages))
+        .collect()
+}
+
+pub fn current(versions: &[(String, Vec<String>)]) -> String {
+    versions
+        .iter()
+        .find(|(_, s)| s.iter().any(|x| x == "ACSCurrent"))
+        .expect("a current version")
+        .0
+        .clone()
+}
+
+pub fn stages_of<'a>(versions: &'a [(String, Vec<String>)], id: &str) -> &'a [String] {
+    &versions.iter().find(|(v, _)| v == id).expect("version").1
+}
+
+pub async fn annotate(env: &SyncEnv, name: &str, key: &str, value: &str) {
+    let patch = json!({"metadata": {"annotations": {key: value}}});
+    env.managed_secrets()
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("annotate");
+}
+
+pub fn rotation_condition(ms: &kmsync::crd::ManagedSecret) -> Option<(String, String, String)> {
+    let c = ms
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Rotation")?;
+    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+pub async fn wait_rotation(env: &SyncEnv, name: &str, reason: &str) -> kmsync::crd::ManagedSecret {
+    wait_for(&format!("Rotation {reason} on {name}"), 90, || async {
+        let ms = env.managed_secrets().get(name).await.ok()?;
+        (rotation_condition(&ms)?.1 == reason).then_some(ms)
+    })
+    .await
+}
+
+/// A loopback webhook that records calls and accepts or refuses them.
+pub struct Hook {
+    pub url: String,
+    pub calls: Arc<Mutex<Vec<Value>>>,
+}
+
+pub async fn hook(accept: bool) -> Hook {
+    let calls: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let seen = calls.clone();
+    let app = axum::Router::new().route(
+        "/rotate",
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().push(body);
+                if accept {
+                    axum::http::StatusCode::OK
+                } else {
+                    axum::http::StatusCode::FORBIDDEN
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/rotate", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Hook { url, calls }
+}
+
+/// A login role in the test database.
+pub async fn create_role(role: &str, password: &str) {
+    let (host, port, admin, admin_password) = pg_env();
+    let config =
+        format!("host={host} port={port} user={admin} password={admin_password} dbname=postgres");
+    let (client, connection) = tokio_postgres::connect(&config, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!(
+            "CREATE ROLE \"{role}\" LOGIN PASSWORD '{password}'"
+        ))
+        .await
+        .unwrap();
+}
+
+/// Admin connection settings of the test database (`scripts/postgres.sh run …` exports them).
+pub fn pg_env() -> (String, u16, String, String) {
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!("{name} is not set: run through `make test` (scripts/postgres.sh run …)")
+        })
+    };
+    (
+        var("PGHOST"),
+        var("PGPORT").parse().unwrap(),
+        var("KMSYNC_PG_ADMIN_USER"),
+        var("KMSYNC_PG_ADMIN_PASSWORD"),
+    )
+}
+
+pub async fn pg_login(user: &str, password: &str) -> Result<(), tokio_postgres::Error> {
+    let (host, port, _, _) = pg_env();
+    let config = format!(
+        "host={host} port={port} user={user} password={password} dbname=postgres connect_timeout=5"
+    );
+    let (client, connection) = tokio_postgres::connect(&config, tokio_postgres::NoTls).await?;
+    let task = tokio::spawn(connection);
+    client.simple_query("SELECT 1").await?;
+    drop(client);
+    let _ = task.await;
+    Ok(())
+}
