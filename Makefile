@@ -47,11 +47,12 @@ bench: controlplane
 bench-smoke: controlplane
 	scripts/controlplane.sh run $(CARGO) bench --bench scale -- --smoke
 
-## soak: 1,000 seeded fault episodes (KMSYNC_FAULT_EPISODES) against a real control plane; prints
-## a table. A failing seed is printed; KMSYNC_FAULT_SEED=<seed> replays it.
+## soak: the long reliability runs (1,000+ fault episodes, the crash matrix, 20 leader kills, the
+## leak sweep, the bad-input catalogue, fuzzing) and one summary table. A failing fault seed is
+## printed; KMSYNC_FAULT_SEED=<seed> replays it. Knobs: KMSYNC_FAULT_EPISODES, KMSYNC_HA_KILLS,
+## FUZZ_SECONDS.
 soak: controlplane
-	KMSYNC_FAULT_EPISODES=$${KMSYNC_FAULT_EPISODES:-1000} scripts/controlplane.sh run \
-	  $(CARGO) test --features integration --test k8s_faults -- --nocapture
+	scripts/soak.sh
 
 ## crds: regenerate crds/ (and the chart's copy) from the Rust types.
 crds:

@@ -279,7 +279,13 @@ async fn versions(
     let store = stores::resolve(client, found)
         .await
         .map_err(|e| e.to_string())?;
-    let factory = KmsSourceFactory::new(KmsSourceSettings::default(), Arc::default());
+    // The same endpoint allow-list as the operator's (`KMSYNC_ALLOWED_ENDPOINT_HOSTS`).
+    let mut settings = KmsSourceSettings::default();
+    if let Ok(list) = std::env::var("KMSYNC_ALLOWED_ENDPOINT_HOSTS") {
+        settings.endpoint_policy = crate::controller::endpoint_policy::EndpointPolicy::parse(&list)
+            .map_err(|e| format!("KMSYNC_ALLOWED_ENDPOINT_HOSTS: {e}"))?;
+    }
+    let factory = KmsSourceFactory::new(settings, Arc::default());
     let kms = factory.client(&store).map_err(|e| e.to_string())?;
     let mut entries = Vec::new();
     for page in 1..=10u32 {

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
+use crate::controller::endpoint_policy::EndpointPolicy;
 use crate::controller::error::SourceError;
 use crate::controller::rate_limit::RateLimiter;
 use crate::controller::source::{ResolvedStore, SecretSource, SourceFactory, StoreCredentials};
@@ -42,6 +43,8 @@ pub struct KmsSourceSettings {
     pub sts_endpoint: Option<Endpoint>,
     /// Metadata service for ECS RAM roles (tests point it at loopback).
     pub metadata_base: Option<String>,
+    /// Hosts a store's endpoint may name (`--allowed-endpoint-hosts`).
+    pub endpoint_policy: EndpointPolicy,
 }
 
 /// Builds one client per store and rebuilds it when the store or its credentials change.
@@ -74,10 +77,7 @@ impl KmsSourceFactory {
             Some(StoreNetwork::Vpc) => Network::Vpc,
             _ => Network::Public,
         };
-        let endpoint = match &connection.endpoint {
-            Some(url) => Endpoint::parse(url)?,
-            None => Endpoint::for_region(&connection.region_id, network)?,
-        };
+        let endpoint = kms_endpoint(connection)?;
         let http = HttpOptions {
             ca_bundle_pem: connection
                 .ca_bundle
@@ -116,6 +116,27 @@ impl KmsSourceFactory {
             client: Arc::new(KmsClient::new(config)?),
             limiter,
             metrics: self.metrics.clone(),
+        })
+    }
+
+    /// Refuses a store whose endpoint host the operator does not allow, before any request.
+    fn check_endpoint(&self, store: &ResolvedStore) -> Result<(), SourceError> {
+        let endpoint = kms_endpoint(&store.connection).map_err(|e| source_error(&e, None))?;
+        let host = endpoint
+            .base_url()
+            .host_str()
+            .unwrap_or_default()
+            .to_string();
+        if self.settings.endpoint_policy.allows(&host) {
+            return Ok(());
+        }
+        Err(SourceError {
+            reason: "EndpointNotAllowed",
+            message: format!(
+                "endpoint host {host} is not allowed by the operator (--allowed-endpoint-hosts); no request was sent"
+            ),
+            transient: false,
+            retry_after: None,
         })
     }
 
@@ -189,6 +210,7 @@ impl KmsSourceFactory {
 impl KmsSourceFactory {
     /// A client for `store` outside the controller (the kubectl plugin's `versions`).
     pub fn client(&self, store: &ResolvedStore) -> Result<Arc<KmsClient>, SourceError> {
+        self.check_endpoint(store)?;
         self.build(store)
             .map(|source| source.client)
             .map_err(|e| source_error(&e, None))
@@ -203,9 +225,22 @@ impl SourceFactory for KmsSourceFactory {
         {
             return Ok(source.clone());
         }
+        self.check_endpoint(store)?;
         let source = Arc::new(self.build(store).map_err(|e| source_error(&e, None))?);
         clients.insert(store.key.clone(), (store.clone(), source.clone()));
         Ok(source)
+    }
+}
+
+/// The store's KMS endpoint: its `endpoint`, else the regional one.
+fn kms_endpoint(connection: &crate::crd::store::KmsConnection) -> Result<Endpoint, KmsError> {
+    let network = match connection.network {
+        Some(StoreNetwork::Vpc) => Network::Vpc,
+        _ => Network::Public,
+    };
+    match &connection.endpoint {
+        Some(url) => Endpoint::parse(url),
+        None => Endpoint::for_region(&connection.region_id, network),
     }
 }
 
@@ -599,7 +634,7 @@ mod tests {
         assert_eq!(sts.host(), "sts-vpc.cn-hangzhou.aliyuncs.com");
         let settings = KmsSourceSettings {
             sts_endpoint: Some(Endpoint::parse("http://127.0.0.1:9").unwrap()),
-            metadata_base: None,
+            ..KmsSourceSettings::default()
         };
         assert_eq!(
             sts_endpoint(&settings, &connection(None), &kms, Network::Vpc)

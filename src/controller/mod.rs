@@ -1,6 +1,7 @@
 //! The sync controller: observe → fetch → render → apply → status. This module holds its pure
 //! decisions; the Kubernetes wiring arrives with the reconcile loop.
 
+pub mod endpoint_policy;
 pub mod error;
 pub mod fetch;
 pub mod kms_source;

@@ -318,7 +318,7 @@ async fn sync(
     persisted: &mut Option<ManagedSecretStatus>,
 ) -> Result<Synced, Error> {
     let found = stores::lookup(&ctx.client, ms).await?;
-    let protected = protected_secret(
+    let mut protected = protected_secret(
         &found
             .connection
             .auth
@@ -327,7 +327,7 @@ async fn sync(
             .map(|a| a.secret_ref.clone()),
         &found.credentials_namespace,
         ms,
-    );
+    ) || rotation_admin_secret(ms) == Some(ms.target_name().as_str());
     let store = stores::resolve(&ctx.client, found).await?;
     let source = ctx.sources.source(&store)?;
     let mut fresh = force_sync_requested(ms);
@@ -360,6 +360,11 @@ async fn sync(
     let namespace = ms.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let existing = secrets.get_opt(&ms.target_name()).await?;
+    if !target::is_ours(ms, existing.as_ref()) {
+        // Before a Secret becomes ours (created or adopted), make sure no other store of the
+        // namespace authenticates with it. Once ours, this LIST is not repeated every sync.
+        protected |= credentials_of_a_store(ctx, &namespace, &ms.target_name()).await?;
+    }
     if let Err(conflict) = target::check_target(ms, existing.as_ref(), protected) {
         return Err(conflict.into());
     }
@@ -411,6 +416,27 @@ fn write_action(existing: Option<&Secret>, new_version_id: &str) -> &'static str
         Some(on_secret) if on_secret == new_version_id => "DriftRepaired",
         Some(_) => "Updated",
     }
+}
+
+/// The Secret a PostgreSQL rotation logs in with (same namespace).
+fn rotation_admin_secret(ms: &ManagedSecret) -> Option<&str> {
+    let register = ms.spec.rotation.as_ref()?.register.as_ref()?;
+    Some(register.postgres.as_ref()?.admin_secret_ref.name.as_str())
+}
+
+/// Whether any SecretStore of `namespace` reads its credentials from the Secret `name`.
+async fn credentials_of_a_store(ctx: &Context, namespace: &str, name: &str) -> Result<bool, Error> {
+    let stores: Api<crate::crd::SecretStore> = Api::namespaced(ctx.client.clone(), namespace);
+    let list = stores.list(&kube::api::ListParams::default()).await?;
+    Ok(list.items.iter().any(|store| {
+        store.spec.kms.auth.access_key.as_ref().is_some_and(|a| {
+            a.secret_ref.name == name
+                && a.secret_ref
+                    .namespace
+                    .as_deref()
+                    .is_none_or(|n| n == namespace)
+        })
+    }))
 }
 
 /// The target is the store's own credentials Secret: never write it.

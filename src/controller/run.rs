@@ -285,6 +285,11 @@ pub struct RunArgs {
     /// STS endpoint for RRSA and AssumeRole (default: derived from the store).
     #[arg(long, env = "KMSYNC_STS_ENDPOINT")]
     pub sts_endpoint: Option<String>,
+    /// Hosts a store's endpoint may name, comma-separated: exact names, `*.domain` for any host
+    /// below a domain, `loopback` (localhost, 127.0.0.0/8, ::1), or `*` for any. A store pointing
+    /// elsewhere is refused with EndpointNotAllowed before any request is sent.
+    #[arg(long, env = "KMSYNC_ALLOWED_ENDPOINT_HOSTS", default_value = crate::controller::endpoint_policy::DEFAULT_ALLOWED_HOSTS)]
+    pub allowed_endpoint_hosts: String,
     /// ECS metadata service base URL (default http://100.100.100.200).
     #[arg(long, env = "KMSYNC_METADATA_BASE", hide = true)]
     pub metadata_base: Option<String>,
@@ -329,6 +334,10 @@ impl RunArgs {
             kms: KmsSourceSettings {
                 sts_endpoint,
                 metadata_base: self.metadata_base.clone(),
+                endpoint_policy: crate::controller::endpoint_policy::EndpointPolicy::parse(
+                    &self.allowed_endpoint_hosts,
+                )
+                .map_err(|e| format!("--allowed-endpoint-hosts: {e}"))?,
             },
             instance: self.instance.clone(),
             leader: self.leader_elect.then(|| {

@@ -25,6 +25,7 @@ pub const ANNOTATION_VERSION_STAGES: &str = "kmsync.io/kms-version-stages";
 pub const ANNOTATION_SYNCED_AT: &str = "kmsync.io/synced-at";
 
 const SERVICE_ACCOUNT_TOKEN: &str = "kubernetes.io/service-account-token";
+const HELM_RELEASE: &str = "helm.sh/release.v1";
 
 /// Why the target Secret may not be written. Messages hold names only.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -45,8 +46,12 @@ pub enum TargetConflict {
     },
     #[error("Secret {0} is a service account token; kmsync never writes those")]
     ServiceAccountToken(String),
-    #[error("Secret {0} holds credentials of a SecretStore; kmsync will not overwrite it")]
+    #[error(
+        "Secret {0} holds credentials kmsync uses (a SecretStore's or a rotation's admin login); kmsync will not overwrite it"
+    )]
     Protected(String),
+    #[error("Secret {0} is Helm's release state; kmsync never writes those")]
+    HelmRelease(String),
 }
 
 /// What the apply will carry about the KMS version written.
@@ -88,6 +93,14 @@ pub fn desired_type(ms: &ManagedSecret) -> Option<String> {
     )
 }
 
+/// Whether `existing` is already written by `ms` (our owner annotation names it).
+pub fn is_ours(ms: &ManagedSecret, existing: Option<&Secret>) -> bool {
+    let owner = existing
+        .and_then(|e| e.metadata.annotations.as_ref())
+        .and_then(|a| a.get(ANNOTATION_OWNER));
+    owner.is_some() && owner == ms.metadata.name.as_ref()
+}
+
 /// Whether `ms` may write the Secret whose current state is `existing`.
 pub fn check_target(
     ms: &ManagedSecret,
@@ -104,6 +117,9 @@ pub fn check_target(
     let actual_type = existing.type_.clone().unwrap_or_else(|| "Opaque".into());
     if actual_type == SERVICE_ACCOUNT_TOKEN {
         return Err(TargetConflict::ServiceAccountToken(name));
+    }
+    if actual_type == HELM_RELEASE {
+        return Err(TargetConflict::HelmRelease(name));
     }
     let owner = existing
         .metadata
@@ -363,6 +379,31 @@ mod tests {
             ),
             Err(TargetConflict::Protected(_))
         ));
+        let release = secret(&[], Some(HELM_RELEASE));
+        assert!(matches!(
+            check_target(
+                &ms(serde_json::json!({"creationPolicy": "Adopt"})),
+                Some(&release),
+                false
+            ),
+            Err(TargetConflict::HelmRelease(_))
+        ));
+    }
+
+    #[test]
+    fn only_a_secret_annotated_with_our_name_is_ours() {
+        let owner = ms(serde_json::json!({}));
+        let name = owner.metadata.name.clone().unwrap();
+        assert!(is_ours(
+            &owner,
+            Some(&secret(&[(ANNOTATION_OWNER, &name)], None))
+        ));
+        assert!(!is_ours(
+            &owner,
+            Some(&secret(&[(ANNOTATION_OWNER, "other")], None))
+        ));
+        assert!(!is_ours(&owner, Some(&secret(&[], None))));
+        assert!(!is_ours(&owner, None));
     }
 
     #[test]

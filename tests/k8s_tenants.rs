@@ -1,0 +1,425 @@
+//! Tenant isolation, one test per class: what one namespace must never reach through kmsync. Each
+//! attempt is refused with a clear condition (or admission message) and writes nothing.
+#![cfg(feature = "integration")]
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use kmsync::crd::{ClusterSecretStore, SecretStore};
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::{Value, json};
+use support::rotation::{annotate, versions, wait_rotation};
+use support::sync::{ACCESS_KEY_ID, ACCESS_KEY_SECRET, Operator, SyncEnv, wait_for};
+
+/// Waits for the Ready condition of ManagedSecret `name`; returns its message.
+async fn wait_ready(env: &SyncEnv, name: &str, status: &str, reason: &str) -> String {
+    wait_for(&format!("{name} Ready={status} ({reason})"), 60, || async {
+        let ms = env.managed_secrets().get(name).await.ok()?;
+        let c = ms
+            .status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready")?;
+        (c.status == status && c.reason == reason).then_some(c.message)
+    })
+    .await
+}
+
+/// `kubectl apply` of `object` in `namespace`; returns stderr of the refusal.
+fn kubectl_refuses(namespace: &str, object: &Value) -> String {
+    let output = support::kubectl(
+        &["apply", "-n", namespace, "-f", "-"],
+        Some(&object.to_string()),
+    );
+    assert!(
+        !output.status.success(),
+        "kubectl accepted {object}: {}",
+        support::describe(&output)
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn store(name: &str, endpoint: &str, auth: Value) -> Value {
+    json!({"apiVersion": "kmsync.io/v1alpha1", "kind": "SecretStore", "metadata": {"name": name},
+        "spec": {"regionId": "cn-hangzhou", "endpoint": endpoint, "auth": auth}})
+}
+
+fn access_key(secret: &str) -> Value {
+    json!({"accessKey": {"secretRef": {"name": secret}}})
+}
+
+/// A ClusterSecretStore admitting `namespaces` and the KMS secret `allowed` only.
+async fn cluster_store(env: &SyncEnv, name: &str, namespaces: Vec<String>) {
+    let object = json!({"apiVersion": "kmsync.io/v1alpha1", "kind": "ClusterSecretStore", "metadata": {"name": name},
+        "spec": {"regionId": "cn-hangzhou", "endpoint": env.emulator.base_url(),
+                 "auth": {"accessKey": {"secretRef": {"name": "kms-credentials", "namespace": env.namespace}}},
+                 "conditions": [{"namespaces": namespaces}], "allowedSecrets": ["allowed"]}});
+    Api::<ClusterSecretStore>::all(env.client.clone())
+        .patch(
+            name,
+            &PatchParams::apply("kmsync-test").force(),
+            &Patch::Apply(&object),
+        )
+        .await
+        .unwrap();
+}
+
+fn suffix(env: &SyncEnv) -> &str {
+    &env.namespace[env.namespace.len() - 8..]
+}
+
+#[tokio::test]
+async fn a_store_of_another_namespace_is_invisible() {
+    let env = SyncEnv::start("tenant-store").await;
+    env.create_kms_secret("allowed", "v1", "ok").await;
+    let other = support::fresh_namespace(&env.client, "tenant-store-other").await;
+    Api::<SecretStore>::namespaced(env.client.clone(), &other)
+        .patch(
+            "theirs",
+            &PatchParams::apply("kmsync-test"),
+            &Patch::Apply(&store(
+                "theirs",
+                &env.emulator.base_url(),
+                access_key("kms-credentials"),
+            )),
+        )
+        .await
+        .unwrap();
+    env.apply_managed_secret("cross", "allowed", json!({"storeRef": {"name": "theirs"}}))
+        .await;
+    let message = wait_ready(&env, "cross", "False", "StoreNotFound").await;
+    assert!(message.contains("theirs"), "{message}");
+    assert!(env.secret_data("cross").await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_and_service_accounts_of_another_namespace_are_refused_at_admission() {
+    let env = SyncEnv::start("tenant-creds").await;
+    let url = env.emulator.base_url();
+    let stderr = kubectl_refuses(
+        &env.namespace,
+        &store(
+            "borrowed",
+            &url,
+            json!({"accessKey": {"secretRef": {"name": "kms-credentials", "namespace": "kube-system"}}}),
+        ),
+    );
+    assert!(
+        stderr.contains("a SecretStore reads its credentials Secret from its own namespace: remove auth.accessKey.secretRef.namespace"),
+        "{stderr}"
+    );
+    let stderr = kubectl_refuses(
+        &env.namespace,
+        &store(
+            "borrowed-rrsa",
+            &url,
+            json!({"rrsa": {"roleArn": "acs:ram::1:role/x", "oidcProviderArn": "acs:ram::1:oidc-provider/y",
+                "serviceAccountRef": {"name": "admin", "namespace": "kube-system"}}}),
+        ),
+    );
+    assert!(
+        stderr.contains(
+            "a SecretStore uses a ServiceAccount of its own namespace: remove auth.rrsa.serviceAccountRef.namespace"
+        ),
+        "{stderr}"
+    );
+    let stores: Api<SecretStore> = Api::namespaced(env.client.clone(), &env.namespace);
+    assert!(stores.get_opt("borrowed").await.unwrap().is_none());
+    assert!(stores.get_opt("borrowed-rrsa").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_namespace_outside_a_cluster_store_conditions_is_refused() {
+    let env = SyncEnv::start("tenant-conditions").await;
+    env.create_kms_secret("allowed", "v1", "ok").await;
+    let closed = format!("closed-{}", suffix(&env));
+    cluster_store(&env, &closed, vec!["nobody".to_string()]).await;
+    env.apply_managed_secret(
+        "via-closed",
+        "allowed",
+        json!({"storeRef": {"name": closed, "kind": "ClusterSecretStore"}}),
+    )
+    .await;
+    let message = wait_ready(&env, "via-closed", "False", "StoreNotAllowed").await;
+    assert!(message.contains(&env.namespace), "{message}");
+    assert!(env.secret_data("via-closed").await.is_none());
+}
+
+#[tokio::test]
+async fn a_secret_name_outside_a_cluster_store_allow_list_is_refused() {
+    let env = SyncEnv::start("tenant-allowlist").await;
+    env.create_kms_secret("allowed", "v1", "ok").await;
+    env.create_kms_secret("forbidden", "v1", "no").await;
+    let open = format!("open-{}", suffix(&env));
+    cluster_store(&env, &open, vec![env.namespace.clone()]).await;
+    let store_ref = json!({"storeRef": {"name": open, "kind": "ClusterSecretStore"}});
+    env.apply_managed_secret("listed", "allowed", store_ref.clone())
+        .await;
+    env.apply_managed_secret("not-listed", "forbidden", store_ref)
+        .await;
+    wait_ready(&env, "listed", "True", "Synced").await;
+    let message = wait_ready(&env, "not-listed", "False", "SecretNotAllowed").await;
+    assert!(message.contains("forbidden"), "{message}");
+    assert!(env.secret_data("not-listed").await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_account_tokens_are_never_written() {
+    let env = SyncEnv::start("tenant-sa-token").await;
+    env.create_kms_secret("db", "v1", "value").await;
+    let spec = json!({"apiVersion": "kmsync.io/v1alpha1", "kind": "ManagedSecret", "metadata": {"name": "as-token"},
+        "spec": {"storeRef": {"name": "kms"}, "secretName": "db",
+                 "target": {"type": "kubernetes.io/service-account-token"}}});
+    let stderr = kubectl_refuses(&env.namespace, &spec);
+    assert!(
+        stderr.contains("kmsync never writes service account tokens"),
+        "{stderr}"
+    );
+
+    // An existing token Secret of that name, even with Adopt.
+    env.apply(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "app"}}))
+        .await;
+    env.apply(
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "app-token",
+        "annotations": {"kubernetes.io/service-account.name": "app"}},
+        "type": "kubernetes.io/service-account-token"}),
+    )
+    .await;
+    let before = env.secrets().get("app-token").await.unwrap();
+    env.apply_managed_secret(
+        "adopt-token",
+        "db",
+        json!({"target": {"name": "app-token", "creationPolicy": "Merge"}}),
+    )
+    .await;
+    let message = wait_ready(&env, "adopt-token", "False", "TargetConflict").await;
+    assert!(message.contains("service account token"), "{message}");
+    let after = env.secrets().get("app-token").await.unwrap();
+    assert_eq!(
+        before.metadata.resource_version,
+        after.metadata.resource_version
+    );
+}
+
+#[tokio::test]
+async fn the_operators_own_secrets_are_never_written() {
+    let env = SyncEnv::start("tenant-own").await;
+    env.create_kms_secret("db", "v1", "attacker-chosen").await;
+    // A second store's credentials, a rotation's database admin login, Helm's release state.
+    env.apply(
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "other-credentials"},
+        "stringData": {"AccessKeyId": ACCESS_KEY_ID, "AccessKeySecret": ACCESS_KEY_SECRET}}),
+    )
+    .await;
+    env.apply(store(
+        "other",
+        &env.emulator.base_url(),
+        access_key("other-credentials"),
+    ))
+    .await;
+    env.apply(
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "pg-admin"},
+        "stringData": {"username": "postgres", "password": "admin-password"}}),
+    )
+    .await;
+    env.apply(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "sh.helm.release.v1.app.v1"},
+        "type": "helm.sh/release.v1", "stringData": {"release": "state"}}))
+        .await;
+    let cases = [
+        (
+            "own-store",
+            "kms-credentials",
+            json!({}),
+            "credentials kmsync uses",
+        ),
+        (
+            "other-store",
+            "other-credentials",
+            json!({}),
+            "credentials kmsync uses",
+        ),
+        (
+            "admin-login",
+            "pg-admin",
+            json!({"rotation": {"interval": "720h", "strategy": "Staged",
+                "register": {"postgres": {"host": "127.0.0.1", "sslMode": "disable", "adminSecretRef": {"name": "pg-admin"}}}}}),
+            "credentials kmsync uses",
+        ),
+        (
+            "helm-state",
+            "sh.helm.release.v1.app.v1",
+            json!({}),
+            "Helm's release state",
+        ),
+    ];
+    let mut before = Vec::new();
+    for (_, target, _, _) in &cases {
+        before.push(env.secrets().get(target).await.unwrap());
+    }
+    for (name, target, extra, _) in &cases {
+        let mut spec = json!({"target": {"name": target, "creationPolicy": "Adopt"}});
+        for (k, v) in extra.as_object().unwrap() {
+            spec[k] = v.clone();
+        }
+        env.apply_managed_secret(name, "db", spec).await;
+    }
+    for ((name, target, _, why), before) in cases.iter().zip(before) {
+        let message = wait_ready(&env, name, "False", "TargetConflict").await;
+        assert!(
+            message.contains(why) && message.contains(target),
+            "{name}: {message}"
+        );
+        let after = env.secrets().get(target).await.unwrap();
+        assert_eq!(before.data, after.data, "{name}: {target} was not written");
+        assert_eq!(
+            before.metadata.resource_version, after.metadata.resource_version,
+            "{name}: {target} untouched"
+        );
+    }
+}
+
+/// A loopback listener that counts the connections it accepts (and answers none).
+async fn counting_listener() -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            drop(socket);
+        }
+    });
+    (format!("https://{address}"), accepted)
+}
+
+async fn store_ready_reason(env: &SyncEnv, name: &str) -> Option<(String, String)> {
+    let store = Api::<SecretStore>::namespaced(env.client.clone(), &env.namespace)
+        .get(name)
+        .await
+        .ok()?;
+    let c = store
+        .status?
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")?;
+    Some((c.reason, c.message))
+}
+
+#[tokio::test]
+async fn an_endpoint_outside_the_allow_list_gets_no_request() {
+    let mut env = SyncEnv::without_operator("tenant-endpoint").await;
+    env.create_kms_secret("db", "v1", "value").await;
+    // This operator allows Alibaba Cloud only, so even a loopback endpoint is off limits; the
+    // listener proves that not a single connection is attempted.
+    env.operator = Some(Operator::start_with(
+        &env.namespace,
+        "info,kmsync=debug",
+        &["--allowed-endpoint-hosts", "*.aliyuncs.com"],
+    ));
+    let (url, accepted) = counting_listener().await;
+    env.apply(store("elsewhere", &url, access_key("kms-credentials")))
+        .await;
+    env.apply(store(
+        "far-away",
+        "https://kms.attacker.example",
+        access_key("kms-credentials"),
+    ))
+    .await;
+    for (name, store_name) in [("to-loopback", "elsewhere"), ("to-internet", "far-away")] {
+        env.apply_managed_secret(name, "db", json!({"storeRef": {"name": store_name}}))
+            .await;
+        let (reason, message) = wait_for(&format!("store {store_name} refused"), 60, || async {
+            store_ready_reason(&env, store_name)
+                .await
+                .filter(|(reason, _)| reason == "EndpointNotAllowed")
+        })
+        .await;
+        assert!(
+            message.contains("--allowed-endpoint-hosts"),
+            "{reason}: {message}"
+        );
+        let message = wait_for(&format!("{name} refused"), 60, || async {
+            let ms = env.managed_secrets().get(name).await.ok()?;
+            let c = ms
+                .status?
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "Ready")?;
+            (c.status == "False" && c.message.contains("EndpointNotAllowed")
+                || c.reason == "EndpointNotAllowed")
+                .then_some(c.message)
+        })
+        .await;
+        assert!(
+            message.contains("EndpointNotAllowed") || message.contains("--allowed-endpoint-hosts"),
+            "{message}"
+        );
+        assert!(env.secret_data(name).await.is_none());
+    }
+    // The environment's own store (the emulator on loopback) is refused too, unasked.
+    wait_for("store kms refused", 60, || async {
+        store_ready_reason(&env, "kms")
+            .await
+            .filter(|(reason, _)| reason == "EndpointNotAllowed")
+    })
+    .await;
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        0,
+        "a connection was attempted"
+    );
+    assert_eq!(env.calls("ListSecrets") + env.calls("GetSecretValue"), 0);
+}
+
+#[tokio::test]
+async fn templates_and_properties_cannot_reach_other_objects() {
+    let env = SyncEnv::start("tenant-template").await;
+    env.create_kms_secret("mine", "v1", r#"{"pwd":"mine"}"#)
+        .await;
+    env.create_kms_secret("theirs", "v1", r#"{"pwd":"theirs"}"#)
+        .await;
+    // A property is a key inside this secret's own JSON value, never a path to anything else.
+    env.apply_managed_secret(
+        "escape",
+        "mine",
+        json!({"data": [{"key": "k", "property": "../theirs.pwd"}]}),
+    )
+    .await;
+    let message = wait_ready(&env, "escape", "False", "PropertyNotFound").await;
+    assert!(message.contains("../theirs.pwd"), "{message}");
+    assert!(env.secret_data("escape").await.is_none());
+
+    // A rotation template knows the new password and the current value's fields, nothing else.
+    env.apply_managed_secret(
+        "template",
+        "mine",
+        json!({"data": [{"key": "pwd", "property": "pwd"}],
+            "rotation": {"interval": "720h", "strategy": "Immediate",
+                "generate": {"template": "{\"pwd\":\"{{ secrets.theirs.pwd }}\"}"}}}),
+    )
+    .await;
+    wait_ready(&env, "template", "True", "Synced").await;
+    annotate(&env, "template", "kmsync.io/rotate", "now").await;
+    let ms = wait_rotation(&env, "template", "RotationFailed").await;
+    let condition = ms
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Rotation")
+        .unwrap();
+    assert!(
+        condition.message.contains("secrets.theirs.pwd") && condition.message.contains("unknown"),
+        "{}",
+        condition.message
+    );
+    assert_eq!(
+        versions(&env, "mine").await.len(),
+        1,
+        "no version was written"
+    );
+    assert_eq!(env.secret_data("template").await.unwrap()["pwd"], "mine");
+}
