@@ -118,42 +118,52 @@ pub async fn try_hold(api: &Api<Lease>, config: &LeaseConfig) -> Result<bool, ku
     }
 }
 
-/// Waits until this replica holds the Lease.
-pub async fn acquire(client: &Client, config: &LeaseConfig) {
+/// Waits until this replica holds the Lease; returns when the winning attempt started, which is
+/// the latest moment the Lease can be counted valid from (its `renewTime` was taken then).
+pub async fn acquire(client: &Client, config: &LeaseConfig) -> tokio::time::Instant {
     let api: Api<Lease> = Api::namespaced(client.clone(), &config.namespace);
     let mut announced = false;
     loop {
-        match try_hold(&api, config).await {
-            Ok(true) => {
+        let started = tokio::time::Instant::now();
+        // A hung request must not freeze the standby: give up on it and try again.
+        match tokio::time::timeout(config.renew_deadline, try_hold(&api, config)).await {
+            Ok(Ok(true)) => {
                 tracing::info!(lease = %config.name, identity = %config.identity, "acquired leadership");
-                return;
+                return started;
             }
-            Ok(false) if !announced => {
+            Ok(Ok(false)) if !announced => {
                 tracing::info!(lease = %config.name, "another replica leads; standing by");
                 announced = true;
             }
-            Ok(false) => {}
-            Err(error) => tracing::warn!(%error, "cannot read or write the leader Lease"),
+            Ok(Ok(false)) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "cannot read or write the leader Lease"),
+            Err(_) => tracing::warn!("reading or writing the leader Lease timed out"),
         }
         tokio::time::sleep(config.retry_period).await;
     }
 }
 
 /// Renews until a renewal has failed for longer than the deadline, then returns (leadership lost).
-pub async fn keep(client: &Client, config: &LeaseConfig) {
+/// `held_since` is when the last successful attempt started. Each attempt is bounded by the
+/// deadline, and a renewal counts from when its attempt started: a request that hangs or succeeds
+/// late must not keep this replica writing after the standbys see the Lease expire.
+pub async fn keep(client: &Client, config: &LeaseConfig, held_since: tokio::time::Instant) {
     let api: Api<Lease> = Api::namespaced(client.clone(), &config.namespace);
-    let mut last_renewal = tokio::time::Instant::now();
+    let mut last_renewal = held_since;
     loop {
         tokio::time::sleep(config.retry_period).await;
-        match try_hold(&api, config).await {
-            Ok(true) => last_renewal = tokio::time::Instant::now(),
-            Ok(false) => {
+        let started = tokio::time::Instant::now();
+        let deadline = last_renewal + config.renew_deadline;
+        match tokio::time::timeout_at(deadline, try_hold(&api, config)).await {
+            Ok(Ok(true)) => last_renewal = started,
+            Ok(Ok(false)) => {
                 tracing::error!(lease = %config.name, "another replica took the Lease");
                 return;
             }
-            Err(error) => tracing::warn!(%error, "cannot renew the leader Lease"),
+            Ok(Err(error)) => tracing::warn!(%error, "cannot renew the leader Lease"),
+            Err(_) => {}
         }
-        if last_renewal.elapsed() > config.renew_deadline {
+        if last_renewal.elapsed() >= config.renew_deadline {
             tracing::error!(lease = %config.name, "could not renew the Lease in time");
             return;
         }
@@ -208,6 +218,55 @@ mod tests {
         assert!(can_acquire(&lease(Some("b"), 100), "a", at(116)), "expired");
         assert!(can_acquire(&lease(Some("a"), 100), "a", at(110)), "ours");
         assert!(can_acquire(&lease(None, 100), "a", at(101)), "released");
+    }
+
+    /// A client for a loopback "apiserver" that accepts connections and never answers.
+    async fn hanging_apiserver() -> (Client, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let mut held = Vec::new();
+            // Bounded: the test makes a handful of connections at most.
+            for _ in 0..64 {
+                let Ok((socket, _)) = listener.accept().await else {
+                    return;
+                };
+                held.push(socket);
+            }
+        });
+        let config = kube::Config::new(url.parse().unwrap());
+        (Client::try_from(config).unwrap(), server)
+    }
+
+    fn quick(identity: &str) -> LeaseConfig {
+        LeaseConfig {
+            lease_duration: Duration::from_millis(900),
+            renew_deadline: Duration::from_millis(600),
+            retry_period: Duration::from_millis(100),
+            ..LeaseConfig::new("ns", "kmsync", identity)
+        }
+    }
+
+    // Paused time: the bound is checked in the runtime's clock, not against machine load.
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_whose_renewal_hangs_gives_up_within_the_deadline() {
+        let (client, server) = hanging_apiserver().await;
+        let config = quick("a");
+        let started = tokio::time::Instant::now();
+        // Without a bound on each attempt, keep waits for the client's own read timeout (minutes)
+        // while the Lease expires and a standby starts writing.
+        let kept = tokio::time::timeout(
+            Duration::from_secs(20),
+            keep(&client, &config, tokio::time::Instant::now()),
+        )
+        .await;
+        assert!(kept.is_ok(), "keep must return when renewals hang");
+        assert!(
+            started.elapsed() < config.lease_duration,
+            "the leader stops before its Lease can expire: {:?}",
+            started.elapsed()
+        );
+        server.abort();
     }
 
     #[test]

@@ -63,25 +63,29 @@ pub async fn run(
     .await?;
     tracing::info!(admin = %bound, namespaces = ?options.namespaces, "kmsync starting");
 
+    let mut held_since = None;
     if let Some(lease) = &options.leader {
         // A standby is healthy and ready; it only waits.
         health.set_ready(true);
         tokio::select! {
-            _ = crate::lease::acquire(&client, lease) => health.set_ready(false),
+            acquired = crate::lease::acquire(&client, lease) => {
+                held_since = Some(acquired);
+                health.set_ready(false);
+            }
             _ = shutdown_signal() => return Ok(()),
         }
     }
     let controllers = run_controllers(client.clone(), &options, health, metrics);
-    match &options.leader {
-        None => controllers.await,
-        Some(lease) => {
+    match (&options.leader, held_since) {
+        (Some(lease), Some(held_since)) => {
             tokio::select! {
                 _ = controllers => crate::lease::release(&client, lease).await,
-                _ = crate::lease::keep(&client, lease) => {
+                _ = crate::lease::keep(&client, lease, held_since) => {
                     return Err("leadership lost; stopping so that two replicas never write".into());
                 }
             }
         }
+        _ => controllers.await,
     }
     tracing::info!("kmsync stopped");
     Ok(())
@@ -305,10 +309,38 @@ pub struct RunArgs {
     /// Namespace of the leader Lease (normally the operator's own).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     pub lease_namespace: String,
+    /// Seconds a leader Lease stays valid without renewal: how long standbys wait before taking
+    /// over from a leader that died without releasing it. Must exceed --lease-renew-deadline-secs.
+    #[arg(long, default_value_t = 15)]
+    pub lease_duration_secs: u64,
+    /// Seconds the leader keeps failing to renew before it stops (so it stops writing before a
+    /// standby may take over). Must exceed --lease-retry-period-secs.
+    #[arg(long, default_value_t = 10)]
+    pub lease_renew_deadline_secs: u64,
+    /// Seconds between attempts to acquire or renew the leader Lease (at least 1).
+    #[arg(long, default_value_t = 2)]
+    pub lease_retry_period_secs: u64,
 }
 
 impl RunArgs {
+    /// The leader election timing, checked so that a leader stops before its Lease expires.
+    fn lease_timing(&self) -> Result<[std::time::Duration; 3], String> {
+        let (duration, deadline, retry) = (
+            self.lease_duration_secs,
+            self.lease_renew_deadline_secs,
+            self.lease_retry_period_secs,
+        );
+        if !(retry >= 1 && deadline > retry && duration > deadline && duration <= i32::MAX as u64) {
+            return Err(format!(
+                "lease timing needs --lease-duration-secs ({duration}) > --lease-renew-deadline-secs \
+                 ({deadline}) > --lease-retry-period-secs ({retry}) >= 1"
+            ));
+        }
+        Ok([duration, deadline, retry].map(std::time::Duration::from_secs))
+    }
+
     pub fn options(&self) -> Result<RunOptions, String> {
+        let [lease_duration, renew_deadline, retry_period] = self.lease_timing()?;
         let sts_endpoint = self
             .sts_endpoint
             .as_deref()
@@ -348,8 +380,74 @@ impl RunArgs {
                         &uuid::Uuid::new_v4().simple().to_string()[..8]
                     )
                 });
-                crate::lease::LeaseConfig::new(&self.lease_namespace, &self.lease_name, identity)
+                crate::lease::LeaseConfig {
+                    lease_duration,
+                    renew_deadline,
+                    retry_period,
+                    ..crate::lease::LeaseConfig::new(
+                        &self.lease_namespace,
+                        &self.lease_name,
+                        identity,
+                    )
+                }
             }),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::RunArgs;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn options(args: &[&str]) -> Result<super::RunOptions, String> {
+        let mut argv = vec!["kmsync", "--leader-elect", "--instance", "a"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).unwrap().run.options()
+    }
+
+    #[test]
+    fn lease_timing_defaults_and_flags() {
+        let lease = options(&[]).unwrap().leader.unwrap();
+        assert_eq!(lease.lease_duration.as_secs(), 15);
+        assert_eq!(lease.renew_deadline.as_secs(), 10);
+        assert_eq!(lease.retry_period.as_secs(), 2);
+        let short = [
+            "--lease-duration-secs=4",
+            "--lease-renew-deadline-secs=3",
+            "--lease-retry-period-secs=1",
+        ];
+        let lease = options(&short).unwrap().leader.unwrap();
+        assert_eq!(
+            [
+                lease.lease_duration,
+                lease.renew_deadline,
+                lease.retry_period
+            ]
+            .map(|d| d.as_secs()),
+            [4, 3, 1]
+        );
+    }
+
+    #[test]
+    fn a_leader_must_stop_before_its_lease_expires() {
+        let error =
+            options(&["--lease-duration-secs=5", "--lease-renew-deadline-secs=5"]).unwrap_err();
+        assert!(
+            error.contains("--lease-duration-secs (5) > --lease-renew-deadline-secs (5)"),
+            "{error}"
+        );
+        assert!(options(&["--lease-retry-period-secs=0"]).is_err());
+        assert!(
+            options(&["--lease-renew-deadline-secs=2"]).is_err(),
+            "retry period 2 is not less"
+        );
     }
 }
