@@ -3,6 +3,7 @@
 #
 #   KMSYNC_FAULT_EPISODES  randomized fault episodes            (default 1000)
 #   KMSYNC_HA_KILLS        leader kills under load              (default 20)
+#   KMSYNC_HA_SECRETS      ManagedSecrets syncing during them   (default 60)
 #   FUZZ_SECONDS           seconds per fuzz target              (default 60)
 #
 # Every figure comes from the `SOAK <metric> <n>` lines the tests print (so the table can only
@@ -18,6 +19,7 @@ log="$out/soak.log"
 : >"$log"
 export KMSYNC_FAULT_EPISODES="${KMSYNC_FAULT_EPISODES:-1000}"
 export KMSYNC_HA_KILLS="${KMSYNC_HA_KILLS:-20}"
+export KMSYNC_HA_SECRETS="${KMSYNC_HA_SECRETS:-60}"
 export FUZZ_SECONDS="${FUZZ_SECONDS:-60}"
 started=$(date +%s)
 failed=0
