@@ -108,9 +108,27 @@ async fn a_client_without_the_ca_is_refused_by_tls() {
             .get_random_password(&GetRandomPasswordRequest::default())
             .await
             .expect_err(what);
-        assert_eq!(err.reason(), "Transport", "{what}: {err}");
+        assert_eq!(err.reason(), "InvalidCertificate", "{what}: {err}");
+        assert!(
+            !err.is_retryable(),
+            "{what}: an untrusted certificate is not retried"
+        );
         assert!(err.code().is_none(), "{what}: {err}");
     }
+    // With retries allowed, an untrusted certificate still costs one attempt, not the budget.
+    let endpoint = Endpoint::parse(&emu.base_url()).unwrap();
+    let mut cfg = KmsClientConfig::new(endpoint, static_key(AK_ID, AK_SECRET));
+    cfg.retry = fast_retry(4);
+    let c = KmsClient::new(cfg).unwrap();
+    c.get_random_password(&GetRandomPasswordRequest::default())
+        .await
+        .expect_err("untrusted");
+    assert_eq!(
+        c.stats()
+            .attempts
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
     // Nothing reached the KMS layer.
     assert_eq!(e2e_support::count_all(&emu, "GetRandomPassword"), 0);
     emu.shutdown().await;
@@ -168,7 +186,7 @@ async fn given_cert_files_are_served() {
         .get_random_password(&GetRandomPasswordRequest::default())
         .await
         .unwrap_err();
-    assert_eq!(err.reason(), "Transport", "{err}");
+    assert_eq!(err.reason(), "InvalidCertificate", "{err}");
     stranger.shutdown().await;
     emu.shutdown().await;
 }

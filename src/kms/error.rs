@@ -168,6 +168,10 @@ pub enum KmsError {
     /// Connection refused/reset/closed, TLS failure, DNS failure.
     #[error("transport error: {message}")]
     Transport { message: String },
+    /// The server's TLS certificate is not trusted (unknown issuer, wrong name, expired). Not
+    /// retried: the next attempt would meet the same certificate.
+    #[error("TLS certificate not trusted: {message}")]
+    Certificate { message: String },
     /// Connect or request timeout.
     #[error("request timed out")]
     Timeout,
@@ -197,6 +201,7 @@ impl KmsError {
         match self {
             Self::Api(api) => api.reason(),
             Self::Transport { .. } => "Transport",
+            Self::Certificate { .. } => "InvalidCertificate",
             Self::Timeout => "Timeout",
             Self::Config(_) => "InvalidConfiguration",
             Self::InvalidRequest(_) => "InvalidParameter",
@@ -267,8 +272,14 @@ impl KmsError {
             source = inner.source();
             depth += 1;
         }
-        if message.to_ascii_lowercase().contains("timed out") {
+        let lower = message.to_ascii_lowercase();
+        if lower.contains("timed out") {
             return Self::Timeout;
+        }
+        // rustls: "invalid peer certificate: UnknownIssuer" (or NotValidForName, Expired, …).
+        if lower.contains("invalid peer certificate") || lower.contains("certificate verify failed")
+        {
+            return Self::Certificate { message };
         }
         Self::Transport { message }
     }
