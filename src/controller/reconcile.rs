@@ -64,6 +64,9 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// UIDs of objects with a rotation in flight (the global cap).
     rotating: Mutex<std::collections::HashSet<String>>,
+    /// The status we last wrote per UID: the watch cache can lag behind our own write, and
+    /// building on its older status would write a second, needless status patch.
+    written: Mutex<HashMap<String, ManagedSecretStatus>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -91,7 +94,34 @@ impl Context {
             metrics,
             failures: Mutex::new(HashMap::new()),
             rotating: Mutex::new(std::collections::HashSet::new()),
+            written: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The status to build on: the cached one, or our own last write when the cache visibly has
+    /// not caught up with it yet.
+    fn status_base(
+        &self,
+        uid: &str,
+        cached: Option<&ManagedSecretStatus>,
+    ) -> Option<ManagedSecretStatus> {
+        let written = self.written.lock().expect("written lock").get(uid).cloned();
+        newer_status(cached.cloned(), written)
+    }
+
+    fn remember_status(&self, uid: &str, status: &ManagedSecretStatus) {
+        self.written
+            .lock()
+            .expect("written lock")
+            .insert(uid.to_string(), status.clone());
+    }
+
+    /// Forgets what was written for objects that are gone.
+    pub fn retain_written(&self, live: impl Fn(&str) -> bool) {
+        self.written
+            .lock()
+            .expect("written lock")
+            .retain(|uid, _| live(uid));
     }
 
     /// Takes a rotation slot for `uid`; false when the cap is reached. An object resuming after
@@ -158,8 +188,12 @@ pub async fn reconcile(ms: Arc<ManagedSecret>, ctx: Arc<Context>) -> Result<Acti
     let started = std::time::Instant::now();
     // The status as last written, and the one this reconcile builds (rotation steps persist
     // through it before the sync adds its part).
-    let mut persisted = ms.status.clone();
-    let mut status = ms.status.clone().unwrap_or_default();
+    let mut persisted = ctx.status_base(&uid, ms.status.as_ref());
+    let mut status = persisted.clone().unwrap_or_default();
+    let previous_reason = persisted
+        .as_ref()
+        .and_then(|s| conditions::find(&s.conditions, types::READY))
+        .map(|c| c.reason.clone());
     let outcome = match &interval {
         Ok(_) => sync(&ms, &ctx, now, &mut status, &mut persisted).await,
         Err(message) => Err(Error::InvalidSpec(message.clone())),
@@ -220,11 +254,6 @@ pub async fn reconcile(ms: Arc<ManagedSecret>, ctx: Arc<Context>) -> Result<Acti
         Err(Error::Kube(error)) => Err(Error::Kube(error)),
         Err(error) => {
             let failures = ctx.record_failure(&uid);
-            let previous_reason = ms
-                .status
-                .as_ref()
-                .and_then(|s| conditions::find(&s.conditions, types::READY))
-                .map(|c| c.reason.clone());
             if previous_reason.as_deref() != Some(error.reason()) {
                 publish(
                     &ctx,
@@ -599,8 +628,33 @@ pub(crate) async fn persist_status(
         &Patch::Apply(&patch),
     )
     .await?;
+    ctx.remember_status(&ms.uid().unwrap_or_default(), status);
     *persisted = Some(status.clone());
     Ok(())
+}
+
+/// Which of the cached status and our own last write is newer. Only kmsync writes this status
+/// (one leader; a replica that loses its Lease exits), so a cached status that is behind ours in
+/// generation or sync time is a lagging cache, never someone else's newer write.
+fn newer_status(
+    cached: Option<ManagedSecretStatus>,
+    written: Option<ManagedSecretStatus>,
+) -> Option<ManagedSecretStatus> {
+    let Some(written) = written else {
+        return cached;
+    };
+    let Some(cached) = cached else {
+        return Some(written);
+    };
+    let sync_time = |s: &ManagedSecretStatus| {
+        s.last_sync_time
+            .as_deref()
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+    };
+    let behind = cached.observed_generation < written.observed_generation
+        || (cached.observed_generation == written.observed_generation
+            && sync_time(&cached) < sync_time(&written));
+    Some(if behind { written } else { cached })
 }
 
 pub(crate) async fn publish(
@@ -728,4 +782,47 @@ async fn finalize(
     )
     .await?;
     Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(generation: i64, synced: &str) -> ManagedSecretStatus {
+        ManagedSecretStatus {
+            observed_generation: Some(generation),
+            last_sync_time: Some(synced.to_string()),
+            ..ManagedSecretStatus::default()
+        }
+    }
+
+    #[test]
+    fn our_last_write_wins_only_over_a_cache_that_is_behind_it() {
+        let ours = status(2, "2026-11-22T10:00:05Z");
+        assert_eq!(newer_status(None, Some(ours.clone())), Some(ours.clone()));
+        assert_eq!(
+            newer_status(Some(status(1, "2026-11-22T10:00:09Z")), Some(ours.clone())),
+            Some(ours.clone()),
+            "an older generation in the cache"
+        );
+        assert_eq!(
+            newer_status(Some(status(2, "2026-11-22T10:00:01Z")), Some(ours.clone())),
+            Some(ours.clone()),
+            "an older sync in the cache"
+        );
+        let caught_up = status(2, "2026-11-22T10:00:05Z");
+        assert_eq!(
+            newer_status(Some(caught_up.clone()), Some(ours.clone())),
+            Some(caught_up)
+        );
+        let later = status(3, "2026-11-22T10:00:00Z");
+        assert_eq!(
+            newer_status(Some(later.clone()), Some(ours)),
+            Some(later),
+            "a newer generation in the cache"
+        );
+        let cached = status(1, "2026-11-22T10:00:00Z");
+        assert_eq!(newer_status(Some(cached.clone()), None), Some(cached));
+        assert_eq!(newer_status(None, None), None);
+    }
 }

@@ -154,6 +154,7 @@ async fn run_controllers(
     );
     // Per-object series leave with their object (deleted ManagedSecrets are never reconciled).
     let pruned_caches = caches.clone();
+    let pruned_ctx = ctx.clone();
     let prune = async move {
         let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
         loop {
@@ -162,6 +163,12 @@ async fn run_controllers(
                 let key = ObjectRef::new(&object.name).within(&object.namespace);
                 pruned_caches.iter().any(|cache| cache.get(&key).is_some())
             });
+            let live: std::collections::HashSet<String> = pruned_caches
+                .iter()
+                .flat_map(|cache| cache.state())
+                .filter_map(|ms| ms.metadata.uid.clone())
+                .collect();
+            pruned_ctx.retain_written(|uid| live.contains(uid));
         }
     };
     let readiness = async move {
