@@ -1722,6 +1722,16 @@ async fn every_bad_input_is_refused_with_its_exact_message_or_reason() {
         }
     }
 
+    // Cluster-scoped leftovers would be checked by every later operator on this control plane
+    // (a cluster-wide install in another test, say): remove them; the namespace goes with the run.
+    let cluster_stores = api(&client, "ClusterSecretStore", &namespace);
+    for name in accepted_names("ClusterSecretStore", &[]) {
+        cluster_stores
+            .delete(&name, &Default::default())
+            .await
+            .unwrap_or_else(|e| panic!("delete ClusterSecretStore {name}: {e}"));
+    }
+
     let failed: BTreeSet<&str> = failures.iter().map(|(what, _)| *what).collect();
     println!("SOAK bad_inputs_rejected {}", rows.len() - failed.len());
     let report: Vec<String> = failures
