@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use kmsync::crd::{ClusterSecretStore, SecretStore};
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
-use support::rotation::{annotate, versions, wait_rotation};
+use support::rotation::{annotate, versions};
 use support::sync::{ACCESS_KEY_ID, ACCESS_KEY_SECRET, Operator, SyncEnv, wait_for};
 
 /// Waits for the Ready condition of ManagedSecret `name`; returns its message.
@@ -401,25 +401,22 @@ async fn templates_and_properties_cannot_reach_other_objects() {
                 "generate": {"template": "{\"pwd\":\"{{ secrets.theirs.pwd }}\"}"}}}),
     )
     .await;
-    wait_ready(&env, "template", "True", "Synced").await;
-    annotate(&env, "template", "kmsync.io/rotate", "now").await;
-    let ms = wait_rotation(&env, "template", "RotationFailed").await;
-    let condition = ms
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "Rotation")
-        .unwrap();
+    // Refused as soon as it is applied, not at the first rotation.
+    let message = wait_ready(&env, "template", "False", "InvalidTemplate").await;
     assert!(
-        condition.message.contains("secrets.theirs.pwd") && condition.message.contains("unknown"),
-        "{}",
-        condition.message
+        message.contains("secrets.theirs.pwd") && message.contains("unknown"),
+        "{message}"
     );
+    annotate(&env, "template", "kmsync.io/rotate", "now").await;
+    env.force_sync("template").await;
+    wait_ready(&env, "template", "False", "InvalidTemplate").await;
     assert_eq!(
         versions(&env, "mine").await.len(),
         1,
         "no version was written"
     );
-    assert_eq!(env.secret_data("template").await.unwrap()["pwd"], "mine");
+    assert!(
+        env.secret_data("template").await.is_none(),
+        "nothing synced"
+    );
 }

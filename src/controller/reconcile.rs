@@ -194,9 +194,13 @@ pub async fn reconcile(ms: Arc<ManagedSecret>, ctx: Arc<Context>) -> Result<Acti
         .as_ref()
         .and_then(|s| conditions::find(&s.conditions, types::READY))
         .map(|c| c.reason.clone());
-    let outcome = match &interval {
-        Ok(_) => sync(&ms, &ctx, now, &mut status, &mut persisted).await,
-        Err(message) => Err(Error::InvalidSpec(message.clone())),
+    let checked = interval
+        .clone()
+        .map_err(Error::InvalidSpec)
+        .and_then(|_| crate::rotation::spec_check::check(ms.spec.rotation.as_ref(), now));
+    let outcome = match checked {
+        Ok(()) => sync(&ms, &ctx, now, &mut status, &mut persisted).await,
+        Err(error) => Err(error),
     };
     let seconds = started.elapsed().as_secs_f64();
     match &outcome {
@@ -425,7 +429,8 @@ async fn sync(
             &PatchParams::apply(FIELD_MANAGER).force(),
             &Patch::Apply(&patch),
         )
-        .await?;
+        .await
+        .map_err(|error| Error::target_write(&ms.target_name(), error))?;
     Ok(Synced {
         primary,
         wrote: Some(action),

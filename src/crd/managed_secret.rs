@@ -18,6 +18,21 @@ pub const VERSION_ID_PATTERN: &str = r"^[A-Za-z0-9_.-]{1,64}$";
 pub const SECRET_KEY_PATTERN: &str = r"^[-._a-zA-Z0-9]+$";
 /// A Go duration such as `1h`, `90s` or `1h30m`; `0` disables.
 pub const DURATION_PATTERN: &str = r"^(0|([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+)$";
+/// Longest duration text we accept: the pattern alone admits numbers that overflow a duration.
+pub const DURATION_MAX_LENGTH: u32 = 32;
+/// A Kubernetes object name (DNS-1123 subdomain): Secrets, stores, ServiceAccounts, workloads.
+pub const OBJECT_NAME_PATTERN: &str =
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+/// A namespace name (DNS-1123 label, at most 63 characters).
+pub const NAMESPACE_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+/// Free-form names (JSON properties, databases): anything but control characters, which are
+/// never intended and would otherwise surface only as a confusing runtime failure.
+pub const NO_CONTROL_PATTERN: &str = r"^[^\x00-\x1F\x7F]+$";
+/// Printable ASCII without spaces (ARNs, Secret types, external ids).
+pub const PRINTABLE_PATTERN: &str = r"^[!-~]+$";
+/// Label keys and annotation keys: the apiserver's qualified-name check, applied at admission
+/// so a bad key is refused here instead of failing every write of the target Secret.
+const QUALIFIED_KEYS_RULE: &str = "self.all(k, !format.qualifiedName().validate(k).hasValue())";
 
 const SECRET_KEY_RULE: &str = "self != '.' && self != '..' && !self.startsWith('..')";
 const SECRET_KEY_MESSAGE: &str = "a Secret key may not be '.', '..' or start with '..'";
@@ -26,7 +41,7 @@ const SECRET_KEY_MESSAGE: &str = "a Secret key may not be '.', '..' or start wit
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StoreRef {
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = OBJECT_NAME_PATTERN))]
     pub name: String,
     #[serde(default)]
     pub kind: StoreKind,
@@ -73,19 +88,25 @@ pub enum DeletionPolicy {
 pub struct TargetSpec {
     /// Secret name. Default: the ManagedSecret's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(min = 1, max = 253),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-    )]
+    #[schemars(length(min = 1, max = 253), regex(pattern = OBJECT_NAME_PATTERN))]
     pub name: Option<String>,
     /// Secret type. Default `Opaque`.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = PRINTABLE_PATTERN))]
     #[x_kube(validation = Rule::new("self != 'kubernetes.io/service-account-token'").message("target.type kubernetes.io/service-account-token is not allowed: kmsync never writes service account tokens"))]
     pub type_: Option<String>,
+    /// Extra labels of the Secret (at most 64; keys and values as Kubernetes requires).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {
+        "type": "string", "maxLength": 63,
+        "pattern": "^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+    }))]
+    #[x_kube(validation = Rule::new(QUALIFIED_KEYS_RULE).message("target.labels keys must be valid label keys: an optional DNS subdomain prefix and '/', then at most 63 characters of [-._a-zA-Z0-9] starting and ending alphanumeric"))]
     pub labels: BTreeMap<String, String>,
+    /// Extra annotations of the Secret (at most 64).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    #[x_kube(validation = Rule::new(QUALIFIED_KEYS_RULE).message("target.annotations keys must be valid annotation keys: an optional DNS subdomain prefix and '/', then at most 63 characters of [-._a-zA-Z0-9] starting and ending alphanumeric"))]
     pub annotations: BTreeMap<String, String>,
     #[serde(default)]
     pub creation_policy: CreationPolicy,
@@ -99,18 +120,18 @@ pub struct TargetSpec {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!(has(self.versionStage) && has(self.versionId))").message("a data entry may set versionStage or versionId, not both"))]
 pub struct DataMapping {
-    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_KEY_PATTERN))]
     #[x_kube(validation = Rule::new(SECRET_KEY_RULE).message(SECRET_KEY_MESSAGE))]
     pub key: String,
     /// Top-level JSON property of the value; absent means the whole value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 1024))]
+    #[schemars(length(min = 1, max = 1024), regex(pattern = NO_CONTROL_PATTERN))]
     pub property: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))]
+    #[schemars(regex(pattern = STAGE_PATTERN))]
     pub version_stage: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[A-Za-z0-9_.-]{1,64}$"))]
+    #[schemars(regex(pattern = VERSION_ID_PATTERN))]
     pub version_id: Option<String>,
     /// Leave this key out (instead of failing the whole sync) when its version or property does
     /// not exist, e.g. `ACSPrevious` before the first rotation.
@@ -132,7 +153,7 @@ pub struct DataFrom {
 #[serde(rename_all = "camelCase")]
 pub struct RolloutTarget {
     pub kind: RolloutKind,
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = OBJECT_NAME_PATTERN))]
     pub name: String,
 }
 
@@ -172,6 +193,7 @@ impl RolloutKind {
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!(has(self.versionStage) && has(self.versionId))").message("set versionStage or versionId, not both"))]
+#[x_kube(validation = Rule::new("!(has(self.rotation) && has(self.versionId))").message("rotation cannot be combined with a pinned versionId: the Secret would never receive the rotated versions"))]
 pub struct ManagedSecretSpec {
     pub store_ref: StoreRef,
     /// KMS secret name (or ARN `acs:kms:<region>:<account>:secret/<name>`).
@@ -182,15 +204,15 @@ pub struct ManagedSecretSpec {
     pub secret_name: String,
     /// Stage to read (default `ACSCurrent`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))]
+    #[schemars(regex(pattern = STAGE_PATTERN))]
     pub version_stage: Option<String>,
     /// Pin one version instead of a stage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[A-Za-z0-9_.-]{1,64}$"))]
+    #[schemars(regex(pattern = VERSION_ID_PATTERN))]
     pub version_id: Option<String>,
     /// How often to re-read KMS (Go duration, `0` = never; 10s–720h). Default `1h`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^(0|([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+)$"))]
+    #[schemars(length(max = DURATION_MAX_LENGTH), regex(pattern = DURATION_PATTERN))]
     #[x_kube(validation = Rule::new("duration(self) == duration('0s') || (duration(self) >= duration('10s') && duration(self) <= duration('720h'))").message("refreshInterval must be 0 (no periodic refresh) or between 10s and 720h"))]
     pub refresh_interval: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

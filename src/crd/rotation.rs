@@ -6,6 +6,20 @@ use std::collections::BTreeMap;
 use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
+use super::managed_secret::{
+    DURATION_MAX_LENGTH, NO_CONTROL_PATTERN, OBJECT_NAME_PATTERN, SECRET_KEY_PATTERN,
+};
+
+/// A positive Go duration (`90s`, `1h30m`).
+const POSITIVE_DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$";
+/// Five space-separated cron fields of the characters cron syntax uses (numbers, names, `*`,
+/// `?`, `/`, `,`, `-`, `L`, `W`, `#`). Ranges and names are checked by the controller.
+const CRON_PATTERN: &str = r"^[0-9A-Za-z*?/,#-]+( +[0-9A-Za-z*?/,#-]+){4}$";
+/// A host name or IP address (no scheme, path, spaces or control characters).
+const HOST_PATTERN: &str = r"^[A-Za-z0-9.:\[\]-]+$";
+/// The loopback hosts `sslMode: disable` may talk to, as `is_loopback_host` decides at runtime.
+const PLAIN_POSTGRES_RULE: &str = r"!has(self.sslMode) || self.sslMode != 'disable' || self.host.lowerAscii() == 'localhost' || self.host.lowerAscii().endsWith('.localhost') || self.host.matches('^127\\.[0-9]+\\.[0-9]+\\.[0-9]+$') || self.host == '::1' || self.host == '[::1]'";
+
 /// How a rotation reaches `ACSCurrent`.
 #[derive(
     Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
@@ -24,19 +38,20 @@ pub enum RotationStrategy {
 #[x_kube(validation = Rule::new("has(self.interval) != has(self.schedule)").message("rotation needs exactly one of interval or schedule"))]
 #[x_kube(validation = Rule::new("self.strategy != 'Staged' || has(self.register)").message("the Staged strategy needs register (postgres, webhook or manualApproval) to hand the new credential to the target system"))]
 #[x_kube(validation = Rule::new("self.strategy == 'Staged' || !has(self.register)").message("register applies only to the Staged strategy"))]
+#[x_kube(validation = Rule::new("!has(self.interval) || !has(self.minInterval) || duration(self.minInterval) <= duration(self.interval)").message("rotation.minInterval must not be longer than rotation.interval"))]
 pub struct RotationSpec {
     /// Rotate this long after the last rotation (Go duration, at least 10m).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
+    #[schemars(length(max = DURATION_MAX_LENGTH), regex(pattern = POSITIVE_DURATION_PATTERN))]
     #[x_kube(validation = Rule::new("duration(self) >= duration('10m')").message("rotation.interval must be at least 10m"))]
     pub interval: Option<String>,
     /// Cron schedule (5 fields, UTC), e.g. `0 3 * * 0`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 9, max = 128), regex(pattern = r"^\S+(\s+\S+){4}$"))]
+    #[schemars(length(min = 9, max = 128), regex(pattern = CRON_PATTERN))]
     pub schedule: Option<String>,
     /// Minimum time between two rotations, whatever triggers them. Default `10m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
+    #[schemars(length(max = DURATION_MAX_LENGTH), regex(pattern = POSITIVE_DURATION_PATTERN))]
     pub min_interval: Option<String>,
     #[serde(default)]
     pub strategy: RotationStrategy,
@@ -106,22 +121,26 @@ pub struct RegisterSpec {
 }
 
 /// `ALTER ROLE … PASSWORD` through an admin connection, then a login as verification.
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(PLAIN_POSTGRES_RULE).message("sslMode disable is allowed only for loopback hosts (localhost, 127.x.x.x, ::1): use require or verify-full"))]
 pub struct PostgresRegister {
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = HOST_PATTERN))]
     pub host: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = NO_CONTROL_PATTERN))]
     pub database: Option<String>,
     /// Secret (same namespace) with the admin `username` and `password`.
     pub admin_secret_ref: AdminSecretRef,
     /// JSON property of the value holding the role name (default `uname`) and password (`pwd`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024), regex(pattern = NO_CONTROL_PATTERN))]
     pub username_property: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024), regex(pattern = NO_CONTROL_PATTERN))]
     pub password_property: Option<String>,
     /// `disable` (loopback only), `require` or `verify-full`. Default `require`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -135,11 +154,13 @@ pub struct PostgresRegister {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AdminSecretRef {
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = OBJECT_NAME_PATTERN))]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_KEY_PATTERN))]
     pub username_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_KEY_PATTERN))]
     pub password_key: Option<String>,
 }
 
@@ -149,12 +170,14 @@ pub struct AdminSecretRef {
 pub struct WebhookRegister {
     #[schemars(length(min = 8, max = 2048))]
     #[x_kube(validation = Rule::new(r"self.startsWith('https://') || self.matches('^http://(127\\.[0-9]+\\.[0-9]+\\.[0-9]+|localhost|\\[::1\\])(:[0-9]+)?(/.*)?$')").message("webhook url must be https:// (plain http:// only for loopback)"))]
+    #[x_kube(validation = Rule::new("isURL(self) && url(self).getHostname() != ''").message("webhook url must be an absolute URL with a host (no spaces or control characters)"))]
     pub url: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_bundle: Option<String>,
-    /// Go duration, default `10s`.
+    /// Go duration, 1s–5m, default `10s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
+    #[schemars(length(max = DURATION_MAX_LENGTH), regex(pattern = POSITIVE_DURATION_PATTERN))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s') && duration(self) <= duration('5m')").message("webhook timeout must be between 1s and 5m"))]
     pub timeout: Option<String>,
 }
 
@@ -170,8 +193,9 @@ pub struct CreateIfMissing {
     pub description: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption_key_id: Option<String>,
+    /// At most 20 tags.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(length(max = 20))]
+    #[schemars(extend("maxProperties" = 20))]
     pub tags: BTreeMap<String, String>,
 }
 

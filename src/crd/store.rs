@@ -7,6 +7,21 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use super::managed_secret::{
+    NAMESPACE_PATTERN, OBJECT_NAME_PATTERN, PRINTABLE_PATTERN, SECRET_KEY_PATTERN,
+};
+
+/// `acs:ram::<account>:role/<name>`.
+const ROLE_ARN_PATTERN: &str = r"^acs:ram::[0-9]+:role/[!-~]+$";
+/// RAM session names and role names as Alibaba Cloud accepts them.
+const RAM_NAME_PATTERN: &str = r"^[A-Za-z0-9_.@-]+$";
+/// An `allowedSecrets` entry: a KMS secret name or ARN, optionally ending in `*` (a prefix).
+const ALLOWED_SECRET_PATTERN: &str =
+    r"^(acs:kms:[a-z0-9-]+:[0-9]+:secret/)?[A-Za-z0-9_/+=.@-]*\*?$";
+const NETWORK_RULE: &str = "!has(self.spec.endpoint) || !has(self.spec.network)";
+const NETWORK_MESSAGE: &str =
+    "network only picks the default endpoint: set endpoint or network, not both";
+
 /// How to reach KMS: region, endpoint and credentials. Shared by both store kinds.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -19,6 +34,7 @@ pub struct KmsConnection {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 512))]
     #[x_kube(validation = Rule::new(r"self.startsWith('https://') || self.matches('^http://(127\\.[0-9]+\\.[0-9]+\\.[0-9]+|localhost|\\[::1\\])(:[0-9]+)?/?$')").message("endpoint must be an https:// URL; plain http:// is allowed only for loopback addresses such as the local emulator"))]
+    #[x_kube(validation = Rule::new("isURL(self) && url(self).getHostname() != ''").message("endpoint must be an absolute URL with a host (no spaces or control characters)"))]
     pub endpoint: Option<String>,
     /// `Public` (default) or `Vpc` endpoint family when no explicit endpoint is given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -72,19 +88,22 @@ pub struct AccessKeyAuth {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CredentialsSecretRef {
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = OBJECT_NAME_PATTERN))]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 63))]
+    #[schemars(length(min = 1, max = 63), regex(pattern = NAMESPACE_PATTERN))]
     pub namespace: Option<String>,
     /// Key of the AccessKey id. Default `AccessKeyId`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_KEY_PATTERN))]
     pub access_key_id_key: Option<String>,
     /// Key of the AccessKey secret. Default `AccessKeySecret`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_KEY_PATTERN))]
     pub access_key_secret_key: Option<String>,
     /// Key of an optional STS security token. Default `SecurityToken` (used when present).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_KEY_PATTERN))]
     pub security_token_key: Option<String>,
 }
 
@@ -93,30 +112,35 @@ pub struct CredentialsSecretRef {
 #[serde(rename_all = "camelCase")]
 pub struct RrsaAuth {
     /// `acs:ram::<account>:role/<name>`
-    #[schemars(regex(pattern = r"^acs:ram::[0-9]+:role/.+$"))]
+    #[schemars(length(max = 1024), regex(pattern = ROLE_ARN_PATTERN))]
     pub role_arn: String,
     /// `acs:ram::<account>:oidc-provider/<name>`
-    #[schemars(regex(pattern = r"^acs:ram::[0-9]+:oidc-provider/.+$"))]
+    #[schemars(
+        length(max = 1024),
+        regex(pattern = r"^acs:ram::[0-9]+:oidc-provider/[!-~]+$")
+    )]
     pub oidc_provider_arn: String,
     /// Per-tenant identity: the operator requests a token for this ServiceAccount (TokenRequest
     /// API). Without it the operator's own projected token is used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_ref: Option<ServiceAccountRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 2, max = 64))]
+    #[schemars(length(min = 2, max = 64), regex(pattern = RAM_NAME_PATTERN))]
     pub session_name: Option<String>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceAccountRef {
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = OBJECT_NAME_PATTERN))]
     pub name: String,
     /// Only for ClusterSecretStore.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = NAMESPACE_PATTERN))]
     pub namespace: Option<String>,
-    /// Token audiences. Default `["sts.aliyuncs.com"]`.
+    /// Token audiences (at most 10). Default `["sts.aliyuncs.com"]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10), inner(length(min = 1, max = 253), regex(pattern = PRINTABLE_PATTERN)))]
     pub audiences: Vec<String>,
 }
 
@@ -125,6 +149,7 @@ pub struct ServiceAccountRef {
 pub struct EcsRamRoleAuth {
     /// Role name; discovered from the metadata service when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = RAM_NAME_PATTERN))]
     pub role_name: Option<String>,
 }
 
@@ -135,13 +160,13 @@ pub struct DefaultChainAuth {}
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AssumeRole {
-    #[schemars(regex(pattern = r"^acs:ram::[0-9]+:role/.+$"))]
+    #[schemars(length(max = 1024), regex(pattern = ROLE_ARN_PATTERN))]
     pub role_arn: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 2, max = 1224))]
+    #[schemars(length(min = 2, max = 1224), regex(pattern = PRINTABLE_PATTERN))]
     pub external_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 2, max = 64))]
+    #[schemars(length(min = 2, max = 64), regex(pattern = RAM_NAME_PATTERN))]
     pub session_name: Option<String>,
     /// STS credential lifetime, 900–43200 seconds. Default 3600.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -192,7 +217,8 @@ const SECRET_STORE_NO_SA_NAMESPACE: &str = "!has(self.spec.auth.rrsa) || !has(se
     printcolumn = r#"{"name": "Reason", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#,
     validation = Rule::new(SECRET_STORE_NO_NAMESPACE).message("a SecretStore reads its credentials Secret from its own namespace: remove auth.accessKey.secretRef.namespace (use a ClusterSecretStore to share credentials)"),
-    validation = Rule::new(SECRET_STORE_NO_SA_NAMESPACE).message("a SecretStore uses a ServiceAccount of its own namespace: remove auth.rrsa.serviceAccountRef.namespace")
+    validation = Rule::new(SECRET_STORE_NO_SA_NAMESPACE).message("a SecretStore uses a ServiceAccount of its own namespace: remove auth.rrsa.serviceAccountRef.namespace"),
+    validation = Rule::new(NETWORK_RULE).message(NETWORK_MESSAGE)
 )]
 #[serde(rename_all = "camelCase")]
 pub struct SecretStoreSpec {
@@ -214,7 +240,8 @@ pub struct SecretStoreSpec {
     printcolumn = r#"{"name": "Reason", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#,
     validation = Rule::new("!has(self.spec.auth.accessKey) || has(self.spec.auth.accessKey.secretRef.namespace)").message("a ClusterSecretStore must name the namespace of its credentials Secret in auth.accessKey.secretRef.namespace"),
-    validation = Rule::new("!has(self.spec.auth.rrsa) || !has(self.spec.auth.rrsa.serviceAccountRef) || has(self.spec.auth.rrsa.serviceAccountRef.namespace)").message("a ClusterSecretStore must name the namespace of auth.rrsa.serviceAccountRef")
+    validation = Rule::new("!has(self.spec.auth.rrsa) || !has(self.spec.auth.rrsa.serviceAccountRef) || has(self.spec.auth.rrsa.serviceAccountRef.namespace)").message("a ClusterSecretStore must name the namespace of auth.rrsa.serviceAccountRef"),
+    validation = Rule::new(NETWORK_RULE).message(NETWORK_MESSAGE)
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterSecretStoreSpec {
@@ -226,19 +253,59 @@ pub struct ClusterSecretStoreSpec {
     pub conditions: Vec<ClusterStoreCondition>,
     /// KMS secret names (or prefixes ending in `*`) that may be read through this store. Empty: all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256))]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 513), regex(pattern = ALLOWED_SECRET_PATTERN)))]
     pub allowed_secrets: Vec<String>,
 }
 
 /// One admission rule of a ClusterSecretStore: namespace names and/or a namespace label selector.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("size(self.namespaces) > 0 || has(self.namespaceSelector)").message("each condition needs namespaces or a namespaceSelector"))]
+#[x_kube(validation = Rule::new("(has(self.namespaces) && size(self.namespaces) > 0) || has(self.namespaceSelector)").message("each condition needs namespaces or a namespaceSelector"))]
 pub struct ClusterStoreCondition {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 63), regex(pattern = NAMESPACE_PATTERN)))]
     pub namespaces: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "namespace_selector_schema")]
     pub namespace_selector: Option<LabelSelector>,
+}
+
+/// The standard label selector, bounded and with its operators as an enum: an unknown operator
+/// would otherwise match nothing and silently shut every namespace out.
+fn namespace_selector_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "Namespaces whose labels match (matchLabels AND every matchExpressions requirement).",
+        "type": "object",
+        "nullable": true,
+        "properties": {
+            "matchLabels": {
+                "type": "object",
+                "maxProperties": 64,
+                "additionalProperties": {"type": "string", "maxLength": 63}
+            },
+            "matchExpressions": {
+                "type": "array",
+                "maxItems": 16,
+                "items": {
+                    "type": "object",
+                    "required": ["key", "operator"],
+                    "properties": {
+                        "key": {"type": "string", "minLength": 1, "maxLength": 317},
+                        "operator": {"type": "string", "enum": ["In", "NotIn", "Exists", "DoesNotExist"]},
+                        "values": {
+                            "type": "array",
+                            "maxItems": 64,
+                            "items": {"type": "string", "maxLength": 63}
+                        }
+                    },
+                    "x-kubernetes-validations": [{
+                        "rule": "self.operator in ['In', 'NotIn'] ? has(self.values) && size(self.values) > 0 : !has(self.values) || size(self.values) == 0",
+                        "message": "matchExpressions: In and NotIn need values, Exists and DoesNotExist take none"
+                    }]
+                }
+            }
+        }
+    })
 }
 
 impl ClusterStoreCondition {

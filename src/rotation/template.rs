@@ -27,35 +27,61 @@ pub fn render(
     let Some(template) = template else {
         return Ok(password.to_string());
     };
-    let json_like = template.trim_start().starts_with('{');
     let current_json: Option<serde_json::Value> =
         current.and_then(|c| serde_json::from_slice(c).ok());
-    let mut out = String::with_capacity(template.len() + password.len());
+    fill(template, |name| {
+        if name == "password" {
+            return Ok(password.to_string());
+        }
+        let Some(key) = name.strip_prefix("current.") else {
+            return Err(TemplateError::UnknownPlaceholder(
+                name.chars().take(64).collect(),
+            ));
+        };
+        let object = current_json
+            .as_ref()
+            .and_then(|v| v.as_object())
+            .ok_or_else(|| TemplateError::CurrentNotJson(key.into()))?;
+        match object.get(key) {
+            Some(serde_json::Value::String(s)) => Ok(s.clone()),
+            Some(serde_json::Value::Null) | None => {
+                Err(TemplateError::MissingCurrentField(key.into()))
+            }
+            Some(other) => Ok(other.to_string()),
+        }
+    })
+}
+
+/// What can be checked before any value exists: every placeholder is known and closed, and a
+/// JSON template is JSON. Each placeholder stands in as `0`, which fits both inside a JSON string
+/// and as a bare value, so only templates that no value could make valid are refused.
+pub fn check(template: &str) -> Result<(), TemplateError> {
+    fill(template, |name| {
+        if name == "password" || name.starts_with("current.") {
+            Ok("0".to_string())
+        } else {
+            Err(TemplateError::UnknownPlaceholder(
+                name.chars().take(64).collect(),
+            ))
+        }
+    })
+    .map(drop)
+}
+
+/// Replaces each `{{ name }}` by `resolve(name)` (JSON-escaped in a JSON template) and checks
+/// that a JSON template stays JSON.
+fn fill(
+    template: &str,
+    mut resolve: impl FnMut(&str) -> Result<String, TemplateError>,
+) -> Result<String, TemplateError> {
+    let json_like = template.trim_start().starts_with('{');
+    let mut out = String::with_capacity(template.len() + 64);
     let mut rest = template;
     while let Some(open) = rest.find("{{") {
         out.push_str(&rest[..open]);
         let after = &rest[open + 2..];
         let close = after.find("}}").ok_or(TemplateError::Unclosed)?;
-        let name = after[..close].trim();
-        let value = if name == "password" {
-            password.to_string()
-        } else if let Some(key) = name.strip_prefix("current.") {
-            let object = current_json
-                .as_ref()
-                .and_then(|v| v.as_object())
-                .ok_or_else(|| TemplateError::CurrentNotJson(key.into()))?;
-            match object.get(key) {
-                Some(serde_json::Value::String(s)) => s.clone(),
-                Some(serde_json::Value::Null) | None => {
-                    return Err(TemplateError::MissingCurrentField(key.into()));
-                }
-                Some(other) => other.to_string(),
-            }
-        } else {
-            return Err(TemplateError::UnknownPlaceholder(
-                name.chars().take(64).collect(),
-            ));
-        };
+        let value = resolve(after[..close].trim())?;
         if json_like {
             // Inside a JSON string: escape, dropping the surrounding quotes serde adds.
             let escaped = serde_json::to_string(&value).expect("a string serializes");
@@ -126,6 +152,26 @@ mod tests {
         assert_eq!(
             render(Some(r#"{"p": {{ password }}}"#), "not-json", None).unwrap_err(),
             TemplateError::InvalidJson
+        );
+    }
+
+    #[test]
+    fn check_refuses_only_what_no_value_could_fix() {
+        for good in [
+            r#"{"uname":"{{ current.uname }}","pwd":"{{ password }}","port":{{current.port}}}"#,
+            "plain {{password}} text",
+            "no placeholders",
+        ] {
+            assert_eq!(check(good), Ok(()), "{good}");
+        }
+        assert_eq!(
+            check(r#"{"p":"{{ secret }}"}"#),
+            Err(TemplateError::UnknownPlaceholder("secret".into()))
+        );
+        assert_eq!(check("{{ password"), Err(TemplateError::Unclosed));
+        assert_eq!(
+            check(r#"{"p": "{{ password }}",}"#),
+            Err(TemplateError::InvalidJson)
         );
     }
 }
