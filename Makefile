@@ -53,6 +53,12 @@ soak: controlplane
 	KMSYNC_FAULT_EPISODES=$${KMSYNC_FAULT_EPISODES:-1000} scripts/controlplane.sh run \
 	  $(CARGO) test --features integration --test k8s_faults -- --nocapture
 
+## fuzz: every cargo-fuzz target for FUZZ_SECONDS (default 60) each from the committed seeds;
+## prints SOAK fuzz_execs/fuzz_crashes. Needs the nightly toolchain (cargo-fuzz installs itself).
+fuzz:
+	scripts/fuzz.sh
+.PHONY: fuzz
+
 ## crds: regenerate crds/ (and the chart's copy) from the Rust types.
 crds:
 	$(CARGO) run -q -- crd > crds/kmsync.io.yaml
