@@ -123,3 +123,68 @@ fn a_negative_term_inside_a_duration_is_an_unknown_unit() {
             .contains("unknown unit")
     );
 }
+
+/// Found by the `signature` target: a V3 request whose security token has non-ASCII characters
+/// (legal in an HTTP header value) was refused as `SignatureDoesNotMatch`, because the emulator
+/// read only visible-ASCII header values and signed the token as empty.
+#[test]
+fn a_v3_token_with_non_ascii_characters_verifies() {
+    use axum::http::{HeaderMap, HeaderName, HeaderValue};
+    use kmsync::emulator::auth::{Keyring, RawRequest, authenticate};
+    use kmsync::emulator::{AccessKey, AuthConfig};
+    use kmsync::kms::request::{self, Params, SignatureStyle, Stamp};
+    use kmsync::kms::{Credentials, Endpoint};
+
+    kmsync::fuzzing::signature(&regression("signature", "v3-non-ascii-token"));
+    let token = "CAIS\u{fffd}sts+/=tök";
+    let mut params = Params::new();
+    params.set("SecretName", "prod/db");
+    let prepared = request::prepare(
+        SignatureStyle::V3,
+        &Endpoint::parse("http://127.0.0.1:8443").unwrap(),
+        "GetSecretValue",
+        request::KMS_API_VERSION,
+        &params,
+        &Credentials::access_key("ak", "sk").with_security_token(token),
+        &Stamp::fixed("2024-05-01T08:00:00Z", "n-1"),
+    );
+    let mut headers = HeaderMap::new();
+    for (name, value) in &prepared.headers {
+        headers.insert(
+            HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            HeaderValue::from_str(value).unwrap(),
+        );
+    }
+    let req = RawRequest {
+        method: "POST",
+        path: "/",
+        query: vec![("SecretName".into(), "prod/db".into())],
+        form: vec![],
+        headers: &headers,
+        body: b"",
+    };
+    let key = AccessKey {
+        id: "ak".into(),
+        secret: "sk".into(),
+        security_token: Some(token.into()),
+    };
+    let now = "2024-05-01T08:00:00Z".parse().unwrap();
+    let verified = authenticate(&req, &mut Keyring::new(&[key]), &AuthConfig::default(), now);
+    assert_eq!(verified.map_err(|e| e.code), Ok("ak".to_string()));
+    // A different non-ASCII token is still refused as not matching the key.
+    let other = AccessKey {
+        id: "ak".into(),
+        secret: "sk".into(),
+        security_token: Some("CAIS\u{fffd}sts+/=tok".into()),
+    };
+    let refused = authenticate(
+        &req,
+        &mut Keyring::new(&[other]),
+        &AuthConfig::default(),
+        now,
+    );
+    assert_eq!(
+        refused.map_err(|e| e.code),
+        Err("InvalidSecurityToken.MismatchWithAccessKey".to_string())
+    );
+}
