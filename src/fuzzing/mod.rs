@@ -20,8 +20,11 @@ pub use schedule::schedule;
 pub use signature::signature;
 pub use template::template;
 
+/// A target body.
+pub type Target = fn(&[u8]);
+
 /// Every target by name, for the regression replay.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("extract", extract),
     ("kms_response", kms_response),
     ("request", request),

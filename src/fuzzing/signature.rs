@@ -193,7 +193,7 @@ fn mutate_and_verify(
         (_, 0 | 1) if !changed.query.is_empty() => {
             let i = pick(changed.query.len());
             let pair = &mut changed.query[i];
-            let slot = if part % 4 == 0 {
+            let slot = if part.is_multiple_of(4) {
                 &mut pair.0
             } else {
                 &mut pair.1
