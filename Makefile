@@ -54,6 +54,12 @@ bench-smoke: controlplane
 soak: controlplane
 	scripts/soak.sh
 
+## fuzz: every cargo-fuzz target for FUZZ_SECONDS (default 60) each from the committed seeds;
+## prints SOAK fuzz_execs/fuzz_crashes. Needs the nightly toolchain (cargo-fuzz installs itself).
+fuzz:
+	scripts/fuzz.sh
+.PHONY: fuzz
+
 ## crds: regenerate crds/ (and the chart's copy) from the Rust types.
 crds:
 	$(CARGO) run -q -- crd > crds/kmsync.io.yaml

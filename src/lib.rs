@@ -9,6 +9,8 @@ pub mod admin;
 pub mod controller;
 pub mod crd;
 pub mod emulator;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod kms;
 pub mod lease;
 pub mod metrics;

@@ -15,13 +15,8 @@ pub fn refresh_interval(spec_value: Option<&str>) -> Result<Option<Duration>, St
     let Some(text) = spec_value else {
         return Ok(Some(DEFAULT_REFRESH));
     };
-    let parsed: kube::core::Duration = text
-        .parse()
-        .map_err(|e| format!("refreshInterval {text:?} is not a duration: {e}"))?;
-    if parsed.is_negative() {
-        return Err(format!("refreshInterval {text:?} is negative"));
-    }
-    let duration = Duration::from(parsed);
+    let duration = crate::crd::duration::parse_non_negative(text)
+        .map_err(|e| format!("refreshInterval {text:?} {e}"))?;
     Ok((!duration.is_zero()).then_some(duration))
 }
 

@@ -2,6 +2,7 @@
 //! No I/O here; `kmsync crd` renders [`all`] into `crds/`.
 
 pub mod conditions;
+pub mod duration;
 pub mod managed_secret;
 pub mod reference;
 pub mod rotation;

@@ -19,11 +19,12 @@ use super::params::Params;
 use super::state::{AppState, lock};
 use super::sts::{self, STS_VERSION};
 
-fn decode(bytes: &[u8]) -> Vec<(String, String)> {
+/// Query string or form body → name/value pairs (`+` is a space, bad escapes kept as is).
+pub(crate) fn decode(bytes: &[u8]) -> Vec<(String, String)> {
     form_urlencoded::parse(bytes).into_owned().collect()
 }
 
-fn is_form(headers: &HeaderMap) -> bool {
+pub(crate) fn is_form(headers: &HeaderMap) -> bool {
     headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue};
 use jiff::{SignedDuration, Timestamp};
 
 use super::config::{AccessKey, AuthConfig};
@@ -125,8 +125,10 @@ impl RawRequest<'_> {
         Params(self.query.iter().chain(&self.form).cloned().collect())
     }
 
+    /// A header value as UTF-8: the bytes a client signed, not only visible ASCII (`to_str`),
+    /// so a value with other characters fails as a mismatch of what was signed, not silently.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
+        self.headers.get(name).and_then(header_text)
     }
 
     pub fn is_v3(&self) -> bool {
@@ -242,12 +244,16 @@ fn verify_v1(
     Ok(id.to_string())
 }
 
+fn header_text(value: &HeaderValue) -> Option<&str> {
+    std::str::from_utf8(value.as_bytes()).ok()
+}
+
 /// The value of one signed header: all occurrences trimmed, sorted and joined with `,`.
 fn header_value(headers: &HeaderMap, name: &str) -> String {
     let mut values: Vec<&str> = headers
         .get_all(name)
         .iter()
-        .filter_map(|v| v.to_str().ok())
+        .filter_map(header_text)
         .map(str::trim)
         .collect();
     values.sort_unstable();
@@ -300,7 +306,6 @@ fn verify_v3(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
 
     fn keyring() -> Keyring {
         Keyring::new(&[AccessKey::parse("testid:testsecret").unwrap()])

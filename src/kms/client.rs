@@ -227,7 +227,7 @@ impl KmsClient {
     }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(raw: &RawResponse) -> Result<T, KmsError> {
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(raw: &RawResponse) -> Result<T, KmsError> {
     serde_json::from_slice(&raw.body).map_err(|e| KmsError::InvalidResponse {
         status: raw.status,
         message: super::credentials::json_error_category(&e).to_string(),

@@ -13,13 +13,8 @@ use crate::crd::rotation::RotationSpec;
 pub const DEFAULT_MIN_INTERVAL: Duration = Duration::from_secs(600);
 
 fn duration(text: &str, field: &str) -> Result<Duration, String> {
-    let parsed: kube::core::Duration = text
-        .parse()
-        .map_err(|e| format!("rotation.{field} {text:?}: {e}"))?;
-    if parsed.is_negative() {
-        return Err(format!("rotation.{field} {text:?} is negative"));
-    }
-    Ok(Duration::from(parsed))
+    crate::crd::duration::parse_non_negative(text)
+        .map_err(|e| format!("rotation.{field} {text:?} {e}"))
 }
 
 /// The minimum gap between rotations.

@@ -37,16 +37,13 @@ fn client(hook: &WebhookRegister, step: &'static str) -> Result<reqwest::Client,
         ));
     }
     let timeout = match &hook.timeout {
-        Some(text) => text
-            .parse::<kube::core::Duration>()
-            .map(Duration::from)
-            .map_err(|_| {
-                StepError::permanent(
-                    step,
-                    "InvalidSpec",
-                    format!("webhook timeout {text:?} is not a duration"),
-                )
-            })?,
+        Some(text) => crate::crd::duration::parse_non_negative(text).map_err(|_| {
+            StepError::permanent(
+                step,
+                "InvalidSpec",
+                format!("webhook timeout {text:?} is not a duration"),
+            )
+        })?,
         None => Duration::from_secs(10),
     };
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -1,0 +1,4 @@
+//! libFuzzer entry for `kmsync::fuzzing::kms_response` (inputs and properties are documented there).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| kmsync::fuzzing::kms_response(data));
