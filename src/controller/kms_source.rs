@@ -42,6 +42,8 @@ pub struct KmsSourceSettings {
     pub sts_endpoint: Option<Endpoint>,
     /// Metadata service for ECS RAM roles (tests point it at loopback).
     pub metadata_base: Option<String>,
+    /// Whole-request timeout of one KMS or STS attempt; `None`: the client default (30 s).
+    pub request_timeout: Option<std::time::Duration>,
 }
 
 /// Builds one client per store and rebuilds it when the store or its credentials change.
@@ -78,12 +80,17 @@ impl KmsSourceFactory {
             Some(url) => Endpoint::parse(url)?,
             None => Endpoint::for_region(&connection.region_id, network)?,
         };
+        let defaults = HttpOptions::default();
         let http = HttpOptions {
             ca_bundle_pem: connection
                 .ca_bundle
                 .as_ref()
                 .map(|pem| pem.as_bytes().to_vec()),
-            ..HttpOptions::default()
+            request_timeout: self
+                .settings
+                .request_timeout
+                .unwrap_or(defaults.request_timeout),
+            ..defaults
         };
         let sts_endpoint = sts_endpoint(&self.settings, connection, &endpoint, network)?;
         let mut provider = self.credentials(store, &sts_endpoint, &http)?;
@@ -600,6 +607,7 @@ mod tests {
         let settings = KmsSourceSettings {
             sts_endpoint: Some(Endpoint::parse("http://127.0.0.1:9").unwrap()),
             metadata_base: None,
+            request_timeout: None,
         };
         assert_eq!(
             sts_endpoint(&settings, &connection(None), &kms, Network::Vpc)

@@ -285,6 +285,10 @@ pub struct RunArgs {
     /// STS endpoint for RRSA and AssumeRole (default: derived from the store).
     #[arg(long, env = "KMSYNC_STS_ENDPOINT")]
     pub sts_endpoint: Option<String>,
+    /// Timeout of one KMS or STS request attempt, in seconds; a slower answer counts as a failed
+    /// attempt (retried within the client's retry policy, then `KmsUnavailable`).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub kms_timeout_secs: u64,
     /// ECS metadata service base URL (default http://100.100.100.200).
     #[arg(long, env = "KMSYNC_METADATA_BASE", hide = true)]
     pub metadata_base: Option<String>,
@@ -329,6 +333,7 @@ impl RunArgs {
             kms: KmsSourceSettings {
                 sts_endpoint,
                 metadata_base: self.metadata_base.clone(),
+                request_timeout: Some(std::time::Duration::from_secs(self.kms_timeout_secs)),
             },
             instance: self.instance.clone(),
             leader: self.leader_elect.then(|| {
@@ -342,5 +347,38 @@ impl RunArgs {
                 crate::lease::LeaseConfig::new(&self.lease_namespace, &self.lease_name, identity)
             }),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: super::RunArgs,
+    }
+
+    fn timeout(args: &[&str]) -> Result<Option<std::time::Duration>, clap::Error> {
+        let cli = Cli::try_parse_from(std::iter::once("kmsync").chain(args.iter().copied()))?;
+        Ok(cli.run.options().expect("options").kms.request_timeout)
+    }
+
+    #[test]
+    fn the_kms_timeout_defaults_to_the_clients_30_s_and_is_bounded() {
+        let secs = std::time::Duration::from_secs;
+        assert_eq!(timeout(&[]).unwrap(), Some(secs(30)));
+        assert_eq!(
+            timeout(&["--kms-timeout-secs", "2"]).unwrap(),
+            Some(secs(2))
+        );
+        assert_eq!(
+            crate::kms::transport::HttpOptions::default().request_timeout,
+            secs(30),
+            "the default does not change behaviour"
+        );
+        assert!(timeout(&["--kms-timeout-secs", "0"]).is_err());
+        assert!(timeout(&["--kms-timeout-secs", "601"]).is_err());
     }
 }
