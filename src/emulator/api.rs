@@ -60,6 +60,10 @@ pub async fn handle(
         .or_else(|| params.opt("Action"))
         .unwrap_or("")
         .to_string();
+    state.metrics.receive(
+        params.opt("SecretName").unwrap_or("-"),
+        if action.is_empty() { "-" } else { &action },
+    );
     // Drawn up front so an `olderVersion` can steer the lookup; applied only to a success.
     let mutation = lock(&state.faults).mutation(&action, &mut rand::rng());
     let abandoned = AbandonedCall {

@@ -176,6 +176,12 @@ impl RunningEmulator {
             .map(|secret| secret.versions.clone())
     }
 
+    /// Requests for secret `name` (`-` for calls without one, like STS) and `action` received so
+    /// far, counted on arrival: also those still waiting in injected latency or abandoned.
+    pub fn received(&self, name: &str, action: &str) -> u64 {
+        self.state.metrics.received(name, action)
+    }
+
     /// Call counts, the `GET /admin/calls` JSON.
     pub fn calls(&self) -> serde_json::Value {
         self.state.metrics.calls_json()
