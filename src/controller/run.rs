@@ -20,6 +20,7 @@ use crate::controller::kms_source::{KmsSourceFactory, KmsSourceSettings};
 use crate::controller::reconcile::{self, Context, Settings};
 use crate::controller::store_check;
 use crate::controller::target::{ANNOTATION_OWNER, LABEL_MANAGED};
+use crate::controller::watch_backoff::{NoBackoff, watch_backoff};
 use crate::crd::managed_secret::StoreKind;
 use crate::crd::{ClusterSecretStore, ManagedSecret, SecretStore};
 use crate::metrics::Metrics;
@@ -124,6 +125,7 @@ async fn run_controllers(
                 api::<SecretStore>(&client, scope),
                 watcher::Config::default(),
             )
+            .trigger_backoff(watch_backoff())
             .graceful_shutdown_on(shutdown_signal())
             .run(
                 store_check::reconcile_secret_store,
@@ -139,6 +141,7 @@ async fn run_controllers(
             Api::<ClusterSecretStore>::all(client.clone()),
             watcher::Config::default(),
         )
+        .trigger_backoff(watch_backoff())
         .graceful_shutdown_on(shutdown_signal())
         .run(
             store_check::reconcile_cluster_store,
@@ -186,49 +189,60 @@ fn managed_secret_controller(
     BoxFuture<'static, ()>,
     kube::runtime::reflector::Store<ManagedSecret>,
 ) {
-    let controller = Controller::new(
+    // Every watch backs off on its own, briefly (see `watch_backoff`): with the controller's one
+    // shared backoff, each watch's error after an apiserver restart paused all of them.
+    let (cache, writer) = kube::runtime::reflector::store();
+    let managed = watcher(
         api::<ManagedSecret>(client, scope),
         watcher::Config::default().any_semantic(),
     )
-    .with_config(ControllerConfig::default().concurrency(concurrency));
-    let cache = controller.store();
+    .backoff(watch_backoff())
+    .reflect(writer)
+    .applied_objects();
+    let controller = Controller::for_stream(managed, cache.clone())
+        .with_config(ControllerConfig::default().concurrency(concurrency))
+        .trigger_backoff(NoBackoff);
     let secrets = watcher(
         api::<PartialObjectMeta<Secret>>(client, scope),
         watcher::Config::default().labels(&format!("{LABEL_MANAGED}=true")),
     )
-    .touched_objects()
-    .default_backoff();
+    .backoff(watch_backoff())
+    .touched_objects();
+    let stores = watcher(
+        api::<SecretStore>(client, scope),
+        watcher::Config::default(),
+    )
+    .backoff(watch_backoff())
+    .touched_objects();
+    let cluster_stores = watcher(
+        Api::<ClusterSecretStore>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .backoff(watch_backoff())
+    .touched_objects();
     let (by_store, by_cluster_store) = (cache.clone(), cache.clone());
     let running = controller
         .watches_stream(secrets, |secret| {
             let owner = secret.annotations().get(ANNOTATION_OWNER).cloned();
             owner.map(|name| ObjectRef::new(&name).within(&secret.namespace().unwrap_or_default()))
         })
-        .watches(
-            api::<SecretStore>(client, scope),
-            watcher::Config::default(),
-            move |store| {
-                let namespace = store.namespace();
-                readers(
-                    &by_store,
-                    StoreKind::SecretStore,
-                    &store.name_any(),
-                    namespace.as_deref(),
-                )
-            },
-        )
-        .watches(
-            Api::<ClusterSecretStore>::all(client.clone()),
-            watcher::Config::default(),
-            move |store| {
-                readers(
-                    &by_cluster_store,
-                    StoreKind::ClusterSecretStore,
-                    &store.name_any(),
-                    None,
-                )
-            },
-        )
+        .watches_stream(stores, move |store| {
+            let namespace = store.namespace();
+            readers(
+                &by_store,
+                StoreKind::SecretStore,
+                &store.name_any(),
+                namespace.as_deref(),
+            )
+        })
+        .watches_stream(cluster_stores, move |store| {
+            readers(
+                &by_cluster_store,
+                StoreKind::ClusterSecretStore,
+                &store.name_any(),
+                None,
+            )
+        })
         .graceful_shutdown_on(shutdown_signal())
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
         .for_each(|_| async {})
