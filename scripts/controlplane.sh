@@ -153,9 +153,11 @@ start_apiserver() {
 
 # restart_apiserver [--kill]: stop the recorded kube-apiserver (SIGTERM, or SIGKILL with --kill,
 # as a crash would) and start it again with the same flags on the same port against the same
-# etcd, which is left alone. For fault tests: clients must ride out the gap.
+# etcd, which is left alone. For fault tests: clients must ride out the gap. After SIGTERM the
+# server stops listening at once but may linger; it gets CP_RESTART_GRACE seconds (default 5).
 restart_apiserver() {
   local signal=TERM pid_file="$STATE_DIR/kube-apiserver.pid" pid i
+  local polls=$(( ${CP_RESTART_GRACE:-5} * 5 ))
   [ "${1:-}" = "--kill" ] && signal=KILL
   if [ ! -f "$STATE_DIR/kube-apiserver.args" ] || [ ! -f "$pid_file" ]; then
     log "no recorded kube-apiserver in $STATE_DIR (start the control plane first)"; return 1
@@ -164,8 +166,10 @@ restart_apiserver() {
   if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
     log "stopping kube-apiserver (PID $pid, SIG$signal)"
     kill "-$signal" "$pid" 2>/dev/null || true
-    for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    for i in $(seq 1 "$polls"); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
     kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+    # The port is free only once the process is gone (bounded: SIGKILL cannot be ignored).
+    for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   fi
   rm -f "$pid_file"
   start_apiserver
