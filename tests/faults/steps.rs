@@ -52,10 +52,8 @@ pub enum Step {
     /// Another field manager overwrites a managed key of one Secret.
     Conflict(usize),
     /// Every STS credential issued so far expires now; with `sts_down`, AssumeRole fails too
-    /// (with that error code and status).
-    ExpireSts {
-        sts_down: Option<(&'static str, u16)>,
-    },
+    /// (503: a refusal would keep the store failed until its re-check a minute later, by design).
+    ExpireSts { sts_down: bool },
     /// The kube-apiserver is stopped (SIGTERM, or SIGKILL with `kill`) and started again while
     /// the operator has work queued.
     RestartApiserver { kill: bool },
@@ -67,8 +65,8 @@ impl Step {
             Step::Fault { kind, .. } => kind,
             Step::NewVersion(_) => "new version (PutSecretValue)",
             Step::Conflict(_) => "conflicting write (other field manager)",
-            Step::ExpireSts { sts_down: None } => "STS credentials expired (refresh works)",
-            Step::ExpireSts { sts_down: Some(_) } => "STS credentials expired, AssumeRole fails",
+            Step::ExpireSts { sts_down: false } => "STS credentials expired (refresh works)",
+            Step::ExpireSts { sts_down: true } => "STS credentials expired, STS unavailable",
             Step::RestartApiserver { kill: false } => "apiserver restart (SIGTERM)",
             Step::RestartApiserver { kill: true } => "apiserver restart (SIGKILL)",
         }
@@ -78,9 +76,9 @@ impl Step {
     pub fn faults(&self) -> FaultConfig {
         match self {
             Step::Fault { faults, .. } => faults.clone(),
-            Step::ExpireSts {
-                sts_down: Some((code, status)),
-            } => error("AssumeRole", code, *status, 1.0),
+            Step::ExpireSts { sts_down: true } => {
+                error("AssumeRole", "ServiceUnavailable", 503, 1.0)
+            }
             _ => FaultConfig::default(),
         }
     }
@@ -96,13 +94,9 @@ impl Step {
                 Store::Sts => sts.unwrap_or(*expect),
                 Store::Static => *expect,
             },
-            Step::ExpireSts {
-                sts_down: Some((_, status)),
-            } if store == Store::Sts => Expect::Failed(if *status >= 500 {
-                &["CredentialsUnavailable"]
-            } else {
-                &["InvalidCredentials"]
-            }),
+            Step::ExpireSts { sts_down: true } if store == Store::Sts => {
+                Expect::Failed(&["CredentialsUnavailable", "StoreNotReady"])
+            }
             _ => Expect::Synced,
         }
     }
@@ -155,6 +149,11 @@ fn latency(action: &str, ms: u64) -> FaultConfig {
 }
 
 const UNAVAILABLE: Expect = Expect::Failed(&["KmsUnavailable"]);
+/// When every call fails, a store check that runs meanwhile (after an apiserver restart the
+/// stores are listed and checked again) fails too, and its readers wait with `StoreNotReady`.
+const ALL_UNAVAILABLE: Expect = Expect::Failed(&["KmsUnavailable", "StoreNotReady"]);
+const ALL_UNAVAILABLE_STS: Expect =
+    Expect::Failed(&["KmsUnavailable", "CredentialsUnavailable", "StoreNotReady"]);
 
 /// How often each kind comes, by its number in `random_step`: the slow ones (a real timeout or a
 /// retried fault waits out the client's retries, seconds each) less often than the rest, a new
@@ -320,23 +319,17 @@ pub fn random_step(rng: &mut impl Rng, plain: &[usize], all: usize) -> Step {
         19 => Step::Fault {
             kind: "timeout on every call (latency > --kms-timeout-secs)",
             faults: latency("*", KMS_TIMEOUT_SECS * 1000 + rng.random_range(500..1500)),
-            expect: UNAVAILABLE,
+            expect: ALL_UNAVAILABLE,
             // A credential refresh that times out is CredentialsUnavailable.
-            sts: Some(Expect::Failed(&[
-                "KmsUnavailable",
-                "CredentialsUnavailable",
-            ])),
+            sts: Some(ALL_UNAVAILABLE_STS),
             timed_out: false,
             rotate: true,
         },
         20 => Step::Fault {
             kind: "503 on every call",
             faults: error("*", "ServiceUnavailable", 503, 1.0),
-            expect: UNAVAILABLE,
-            sts: Some(Expect::Failed(&[
-                "KmsUnavailable",
-                "CredentialsUnavailable",
-            ])),
+            expect: ALL_UNAVAILABLE,
+            sts: Some(ALL_UNAVAILABLE_STS),
             timed_out: false,
             rotate: true,
         },
@@ -368,14 +361,8 @@ pub fn random_step(rng: &mut impl Rng, plain: &[usize], all: usize) -> Step {
             "version listing throttled (ListSecretVersionIds 429)",
             error("ListSecretVersionIds", "Throttling.User", 429, 1.0),
         ),
-        26 => Step::ExpireSts { sts_down: None },
-        27 => Step::ExpireSts {
-            sts_down: Some(if rng.random_bool(0.5) {
-                ("ServiceUnavailable", 503)
-            } else {
-                ("Forbidden.NoPermission", 403)
-            }),
-        },
+        26 => Step::ExpireSts { sts_down: false },
+        27 => Step::ExpireSts { sts_down: true },
         28 => Step::Conflict(rng.random_range(0..all)),
         // New versions, the common case in life.
         _ => Step::NewVersion(plain[rng.random_range(0..plain.len())]),
