@@ -21,7 +21,12 @@
 //!
 //! `KMSYNC_FAULT_EPISODES` (default 100) sets the count; every episode has its own seed, printed
 //! with any violation; `KMSYNC_FAULT_SEED=<seed>` replays that one episode. The run ends with a
-//! Markdown table and the `SOAK fault_episodes` / `SOAK invariant_violations` lines on stdout.
+//! Markdown table and the `SOAK fault_episodes` / `SOAK invariant_violations` lines on stdout;
+//! `KMSYNC_FAULT_LOG` (a RUST_LOG filter) makes the operator verbose for a replay.
+//!
+//! Also here, because they restart the apiserver or must not be disturbed by a restart (the tests
+//! of this binary take turns): regression tests for what the episodes found in the control plane
+//! paths (watches after restarts, the store re-check after a blip).
 #![cfg(feature = "integration")]
 
 mod faults;
@@ -34,7 +39,7 @@ use faults::run::Run;
 use rand::Rng;
 use support::sync::{SyncEnv, wait_for};
 
-/// Both tests restart the apiserver: they take turns, so neither disturbs the other.
+/// The tests of this binary take turns: the episodes restart the apiserver.
 static RESTARTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn env_u64(name: &str) -> Option<u64> {
