@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build (once per machine, cached), start and stop a real etcd + kube-apiserver on 127.0.0.1.
-# Follows docs/control-plane.md §6. Usage: controlplane.sh build|start|stop|env
+# Follows docs/control-plane.md §6. Usage: controlplane.sh build|start|stop|env|restart-apiserver
 set -euo pipefail
 
 K8S_VERSION="${K8S_VERSION:-v1.34.10}"
@@ -135,6 +135,46 @@ make_pki() {
   cd - >/dev/null
 }
 
+# start_apiserver: start kube-apiserver with the recorded flags, record its PID, wait until it
+# is ready and serves the core API (appends to the log, so a restart keeps the earlier lines).
+start_apiserver() {
+  local args=() pki="$STATE_DIR/pki" api_port
+  mapfile -t args < "$STATE_DIR/kube-apiserver.args"
+  api_port="$(cat "$STATE_DIR/kube-apiserver.port")"
+  log "starting kube-apiserver on 127.0.0.1:$api_port"
+  setsid "$(apiserver_bin)" "${args[@]}" >>"$STATE_DIR/kube-apiserver.log" 2>&1 < /dev/null &
+  echo $! > "$STATE_DIR/kube-apiserver.pid"
+  local curl_auth=(--cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key")
+  wait_ready kube-apiserver "$STATE_DIR/kube-apiserver.pid" "$STATE_DIR/kube-apiserver.log" \
+    curl -fsS "${curl_auth[@]}" "https://127.0.0.1:$api_port/readyz"
+  wait_ready kube-apiserver "$STATE_DIR/kube-apiserver.pid" "$STATE_DIR/kube-apiserver.log" \
+    curl -fsS "${curl_auth[@]}" "https://127.0.0.1:$api_port/api/v1/namespaces/default"
+}
+
+# restart_apiserver [--kill]: stop the recorded kube-apiserver (SIGTERM, or SIGKILL with --kill,
+# as a crash would) and start it again with the same flags on the same port against the same
+# etcd, which is left alone. For fault tests: clients must ride out the gap. After SIGTERM the
+# server stops listening at once but may linger; it gets CP_RESTART_GRACE seconds (default 5).
+restart_apiserver() {
+  local signal=TERM pid_file="$STATE_DIR/kube-apiserver.pid" pid i
+  local polls=$(( ${CP_RESTART_GRACE:-5} * 5 ))
+  [ "${1:-}" = "--kill" ] && signal=KILL
+  if [ ! -f "$STATE_DIR/kube-apiserver.args" ] || [ ! -f "$pid_file" ]; then
+    log "no recorded kube-apiserver in $STATE_DIR (start the control plane first)"; return 1
+  fi
+  pid="$(cat "$pid_file")"
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    log "stopping kube-apiserver (PID $pid, SIG$signal)"
+    kill "-$signal" "$pid" 2>/dev/null || true
+    for i in $(seq 1 "$polls"); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+    # The port is free only once the process is gone (bounded: SIGKILL cannot be ignored).
+    for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  fi
+  rm -f "$pid_file"
+  start_apiserver
+}
+
 start() {
   build_etcd; build_apiserver
   stop
@@ -158,21 +198,17 @@ start() {
   echo $! > "$STATE_DIR/etcd.pid"
   wait_ready etcd "$STATE_DIR/etcd.pid" "$STATE_DIR/etcd.log" curl -fsS "http://127.0.0.1:$etcd_port/health"
 
-  log "starting kube-apiserver on 127.0.0.1:$api_port"
-  setsid "$(apiserver_bin)" --etcd-servers="http://127.0.0.1:$etcd_port" \
-    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$api_port" \
-    --cert-dir="$pki" --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
-    --client-ca-file="$pki/ca.crt" --service-account-issuer="https://127.0.0.1:$api_port/" \
-    --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
-    --service-cluster-ip-range=10.0.0.0/24 --authorization-mode=RBAC \
-    --disable-admission-plugins=ServiceAccount --allow-privileged=true \
-    >"$STATE_DIR/kube-apiserver.log" 2>&1 < /dev/null &
-  echo $! > "$STATE_DIR/kube-apiserver.pid"
-  local curl_auth=(--cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key")
-  wait_ready kube-apiserver "$STATE_DIR/kube-apiserver.pid" "$STATE_DIR/kube-apiserver.log" \
-    curl -fsS "${curl_auth[@]}" "https://127.0.0.1:$api_port/readyz"
-  wait_ready kube-apiserver "$STATE_DIR/kube-apiserver.pid" "$STATE_DIR/kube-apiserver.log" \
-    curl -fsS "${curl_auth[@]}" "https://127.0.0.1:$api_port/api/v1/namespaces/default"
+  # The flags are recorded so that restart-apiserver starts the same server on the same port.
+  local args=(--etcd-servers="http://127.0.0.1:$etcd_port"
+    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$api_port"
+    --cert-dir="$pki" --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key"
+    --client-ca-file="$pki/ca.crt" --service-account-issuer="https://127.0.0.1:$api_port/"
+    --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key"
+    --service-cluster-ip-range=10.0.0.0/24 --authorization-mode=RBAC
+    --disable-admission-plugins=ServiceAccount --allow-privileged=true)
+  printf '%s\n' "${args[@]}" > "$STATE_DIR/kube-apiserver.args"
+  echo "$api_port" > "$STATE_DIR/kube-apiserver.port"
+  start_apiserver
 
   b64() { base64 -w0 < "$1"; }
   cat > "$STATE_DIR/admin.kubeconfig" <<KC
@@ -194,6 +230,7 @@ KC
 export KUBECONFIG="$STATE_DIR/admin.kubeconfig"
 export CP_API_URL="https://127.0.0.1:$api_port"
 export CP_ETCD_URL="http://127.0.0.1:$etcd_port"
+export CP_STATE_DIR="$STATE_DIR"
 ENV
   trap - ERR
   log "ready: source $STATE_DIR/env"
@@ -235,5 +272,6 @@ case "${1:-}" in
   run) shift; run "$@" ;;
   install-crds) install_crds ;;
   env) echo "$STATE_DIR/env" ;;
-  *) echo "usage: $0 build|start|stop|run CMD...|install-crds|env" >&2; exit 2 ;;
+  restart-apiserver) shift; restart_apiserver "$@" ;;
+  *) echo "usage: $0 build|start|stop|run CMD...|install-crds|env|restart-apiserver [--kill]" >&2; exit 2 ;;
 esac

@@ -306,6 +306,84 @@ async fn admin_faults_throttling_and_counters() {
 }
 
 #[tokio::test]
+async fn issued_credentials_expire_on_request_and_abandoned_calls_are_counted() {
+    let emu = start().await;
+    let base = emu.base_url();
+    let http = http_client();
+    let static_key = Signer::new(&base, "testid", "testsecret", Style::V3);
+    let (st, body) = static_key
+        .clone()
+        .sts()
+        .call(
+            "AssumeRole",
+            &[
+                ("RoleArn", "acs:ram::123:role/app"),
+                ("RoleSessionName", "t2"),
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(st, 200, "{body}");
+    let c = &body["Credentials"];
+    let issued = Signer::new(
+        &base,
+        c["AccessKeyId"].as_str().unwrap(),
+        c["AccessKeySecret"].as_str().unwrap(),
+        Style::V3,
+    )
+    .with_token(c["SecurityToken"].as_str().unwrap());
+    assert_eq!(issued.call("ListSecrets", &[], &[]).await.0, 200);
+    let ended: Value = http
+        .post(format!("{base}/admin/expire-credentials"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ended["expired"], 1);
+    assert_error(
+        &issued.call("ListSecrets", &[], &[]).await,
+        400,
+        "InvalidSecurityToken.Expired",
+    );
+    assert_eq!(static_key.call("ListSecrets", &[], &[]).await.0, 200);
+
+    // A client whose timeout fires during injected latency hangs up; the call still counts.
+    let faults = json!({"latencyMs": {"ListSecrets": 2000}});
+    http.put(format!("{base}/admin/faults"))
+        .json(&faults)
+        .send()
+        .await
+        .unwrap();
+    let provider = std::sync::Arc::new(kmsync::kms::credentials::StaticProvider::new(
+        kmsync::kms::Credentials::access_key("testid", "testsecret"),
+    ));
+    let mut config =
+        kmsync::kms::KmsClientConfig::new(kmsync::kms::Endpoint::parse(&base).unwrap(), provider);
+    config.http.request_timeout = std::time::Duration::from_millis(200);
+    config.retry = kmsync::kms::retry::RetryPolicy::none();
+    let impatient = kmsync::kms::KmsClient::new(config).unwrap();
+    let gave_up = impatient
+        .list_secrets(&kmsync::kms::actions::ListSecretsRequest::default())
+        .await;
+    assert!(
+        matches!(gave_up, Err(kmsync::kms::KmsError::Timeout)),
+        "{gave_up:?}"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while emu.calls()["calls"]["ListSecrets"]["Abandoned"] != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "abandoned call not counted: {}",
+            emu.calls()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    emu.shutdown().await;
+}
+
+#[tokio::test]
 async fn clock_offset_expires_recovery_window() {
     let emu = start().await;
     let base = emu.base_url();

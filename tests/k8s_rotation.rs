@@ -789,3 +789,43 @@ async fn both_walkthroughs_driven_only_by_kubectl_and_the_examples() {
         "the database rejects the old password"
     );
 }
+
+/// Found by the fault episodes (tests/k8s_faults.rs): a refused put was written again in a loop,
+/// a dozen times per reconcile, instead of ending the attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_rotation_write_ends_the_attempt() {
+    let env = SyncEnv::start("rot-refused-put").await;
+    first_sync(&env, managed(json!({"strategy": "Immediate"}))).await;
+    env.emulator.set_faults(FaultConfig {
+        errors: vec![ErrorRule {
+            action: "PutSecretValue".into(),
+            rate: 1.0,
+            code: "Forbidden.NoPermission".into(),
+            status: 403,
+            message: None,
+        }],
+        ..FaultConfig::default()
+    });
+    annotate(&env, "db", "kmsync.io/rotate", "1").await;
+    let ms = wait_for("the attempt to end", 60, || async {
+        let ms = env.managed_secrets().get("db").await.ok()?;
+        let rotation = ms.status.as_ref()?.rotation.as_ref()?;
+        (rotation.pending_version_id.is_none() && rotation.sequence == Some(1)).then_some(ms)
+    })
+    .await;
+    let (status, reason, message) = rotation_condition(&ms).unwrap();
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "RotationFailed")
+    );
+    assert!(
+        message.contains("step put failed (AccessDenied)"),
+        "{message}"
+    );
+    assert_eq!(ms.status.unwrap().rotation.unwrap().attempts, 1);
+    // More reconciles do not write the failed attempt again (the next one waits a backoff).
+    env.force_sync_and_wait("db").await;
+    env.force_sync_and_wait("db").await;
+    assert_eq!(env.calls("PutSecretValue"), 1, "one refused put");
+    assert_eq!(versions(&env, "db_cred").await.len(), 1);
+}

@@ -576,11 +576,18 @@ async fn expired_sts_credentials_are_rejected_by_kms() {
         assert_ne!(first.access_key_id, second.access_key_id);
         assert_eq!(count(&emu, "MetadataCredentials", "Success"), 2);
         // Through the provider, and as static triples (the older one included, after newer
-        // credentials were issued): all refused as expired, never retried.
-        for c in [
-            client_with(&emu, style, provider.clone()),
-            client_with(&emu, style, Arc::new(StaticProvider::new(second))),
-            client_with(&emu, style, Arc::new(StaticProvider::new(first))),
+        // credentials were issued): all refused as expired. The provider's client fetches new
+        // credentials once (they expire too); static triples have nothing else to offer.
+        for (c, calls) in [
+            (client_with(&emu, style, provider.clone()), 2),
+            (
+                client_with(&emu, style, Arc::new(StaticProvider::new(second))),
+                1,
+            ),
+            (
+                client_with(&emu, style, Arc::new(StaticProvider::new(first))),
+                1,
+            ),
         ] {
             let before = count_all(&emu, "GetSecretValue");
             let err = read(&c, "exp/s").await.unwrap_err();
@@ -588,9 +595,54 @@ async fn expired_sts_credentials_are_rejected_by_kms() {
             assert_eq!(err.code(), Some("InvalidSecurityToken.Expired"), "{s}");
             assert_eq!(err.http_status(), Some(400));
             assert!(!err.is_retryable());
-            assert_eq!(count_all(&emu, "GetSecretValue") - before, 1, "{s}");
+            assert_eq!(count_all(&emu, "GetSecretValue") - before, calls, "{s}");
         }
         assert_eq!(count(&emu, "GetSecretValue", "Success"), 0);
+        emu.shutdown().await;
+    }
+}
+
+/// Found by the fault episodes (tests/k8s_faults.rs): STS credentials that KMS refuses as expired
+/// before the client thinks they are (clock skew, a session cut short) were used again until the
+/// cache's own refresh time, about 45 minutes of `InvalidCredentials`.
+#[tokio::test]
+async fn sts_credentials_expired_early_are_replaced_on_the_next_call() {
+    for style in STYLES {
+        let s = style_name(style);
+        let emu = start(config()).await;
+        seed(&emu, style, "early/s", "v").await;
+        let provider = assume_role(&emu, AK_SECRET, None);
+        let c = client_with(&emu, style, provider.clone());
+        assert_eq!(read(&c, "early/s").await.unwrap(), "v");
+        let refused = provider.credentials().await.unwrap();
+        assert_eq!(emu.expire_issued_credentials(), 1);
+
+        // The refused credentials are dropped and new ones fetched, within the same call.
+        assert_eq!(read(&c, "early/s").await.unwrap(), "v", "{s}");
+        assert_eq!(
+            count(&emu, "GetSecretValue", "InvalidSecurityToken.Expired"),
+            1
+        );
+        assert_eq!(count(&emu, "AssumeRole", "Success"), 2, "{s}");
+        let fresh = provider.credentials().await.unwrap();
+        assert_ne!(fresh.access_key_id, refused.access_key_id);
+
+        // STS down as well: one refused call, one failed refresh, and the reason says so.
+        assert_eq!(emu.expire_issued_credentials(), 1);
+        emu.set_faults(
+            serde_json::from_value(json!({"errors": [
+            {"action": "AssumeRole", "rate": 1.0, "code": "ServiceUnavailable", "status": 503}]}))
+            .unwrap(),
+        );
+        let err = read(&c, "early/s").await.unwrap_err();
+        assert_eq!(err.reason(), "CredentialsUnavailable", "{s}: {err}");
+        assert_eq!(
+            count(&emu, "GetSecretValue", "InvalidSecurityToken.Expired"),
+            2
+        );
+        emu.set_faults(Default::default());
+        assert_eq!(read(&c, "early/s").await.unwrap(), "v", "{s}");
+        assert_eq!(count(&emu, "AssumeRole", "Success"), 3, "{s}");
         emu.shutdown().await;
     }
 }

@@ -45,6 +45,8 @@ pub struct KmsSourceSettings {
     pub metadata_base: Option<String>,
     /// Hosts a store's endpoint may name (`--allowed-endpoint-hosts`).
     pub endpoint_policy: EndpointPolicy,
+    /// Whole-request timeout of one KMS or STS attempt; `None`: the client default (30 s).
+    pub request_timeout: Option<std::time::Duration>,
 }
 
 /// Builds one client per store and rebuilds it when the store or its credentials change.
@@ -78,12 +80,17 @@ impl KmsSourceFactory {
             _ => Network::Public,
         };
         let endpoint = kms_endpoint(connection)?;
+        let defaults = HttpOptions::default();
         let http = HttpOptions {
             ca_bundle_pem: connection
                 .ca_bundle
                 .as_ref()
                 .map(|pem| pem.as_bytes().to_vec()),
-            ..HttpOptions::default()
+            request_timeout: self
+                .settings
+                .request_timeout
+                .unwrap_or(defaults.request_timeout),
+            ..defaults
         };
         let sts_endpoint = sts_endpoint(&self.settings, connection, &endpoint, network)?;
         let mut provider = self.credentials(store, &sts_endpoint, &http)?;

@@ -14,3 +14,4 @@ pub mod source;
 pub mod store_check;
 pub mod stores;
 pub mod target;
+pub mod watch_backoff;

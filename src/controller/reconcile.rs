@@ -142,14 +142,15 @@ impl Context {
         self.rotating.lock().expect("rotating lock").remove(uid);
     }
 
-    fn record_failure(&self, uid: &str) -> u32 {
+    /// Counts one more consecutive failure of the object `uid` (ManagedSecrets and stores).
+    pub(crate) fn record_failure(&self, uid: &str) -> u32 {
         let mut failures = self.failures.lock().expect("failures lock");
         let count = failures.entry(uid.to_string()).or_insert(0);
         *count += 1;
         *count
     }
 
-    fn clear_failures(&self, uid: &str) {
+    pub(crate) fn clear_failures(&self, uid: &str) {
         self.failures.lock().expect("failures lock").remove(uid);
     }
 }

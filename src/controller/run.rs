@@ -20,6 +20,7 @@ use crate::controller::kms_source::{KmsSourceFactory, KmsSourceSettings};
 use crate::controller::reconcile::{self, Context, Settings};
 use crate::controller::store_check;
 use crate::controller::target::{ANNOTATION_OWNER, LABEL_MANAGED};
+use crate::controller::watch_backoff::{NoBackoff, watch_backoff};
 use crate::crd::managed_secret::StoreKind;
 use crate::crd::{ClusterSecretStore, ManagedSecret, SecretStore};
 use crate::metrics::Metrics;
@@ -128,6 +129,7 @@ async fn run_controllers(
                 api::<SecretStore>(&client, scope),
                 watcher::Config::default(),
             )
+            .trigger_backoff(watch_backoff())
             .graceful_shutdown_on(shutdown_signal())
             .run(
                 store_check::reconcile_secret_store,
@@ -143,6 +145,7 @@ async fn run_controllers(
             Api::<ClusterSecretStore>::all(client.clone()),
             watcher::Config::default(),
         )
+        .trigger_backoff(watch_backoff())
         .graceful_shutdown_on(shutdown_signal())
         .run(
             store_check::reconcile_cluster_store,
@@ -197,49 +200,60 @@ fn managed_secret_controller(
     BoxFuture<'static, ()>,
     kube::runtime::reflector::Store<ManagedSecret>,
 ) {
-    let controller = Controller::new(
+    // Every watch backs off on its own, briefly (see `watch_backoff`): with the controller's one
+    // shared backoff, each watch's error after an apiserver restart paused all of them.
+    let (cache, writer) = kube::runtime::reflector::store();
+    let managed = watcher(
         api::<ManagedSecret>(client, scope),
         watcher::Config::default().any_semantic(),
     )
-    .with_config(ControllerConfig::default().concurrency(concurrency));
-    let cache = controller.store();
+    .backoff(watch_backoff())
+    .reflect(writer)
+    .applied_objects();
+    let controller = Controller::for_stream(managed, cache.clone())
+        .with_config(ControllerConfig::default().concurrency(concurrency))
+        .trigger_backoff(NoBackoff);
     let secrets = watcher(
         api::<PartialObjectMeta<Secret>>(client, scope),
         watcher::Config::default().labels(&format!("{LABEL_MANAGED}=true")),
     )
-    .touched_objects()
-    .default_backoff();
+    .backoff(watch_backoff())
+    .touched_objects();
+    let stores = watcher(
+        api::<SecretStore>(client, scope),
+        watcher::Config::default(),
+    )
+    .backoff(watch_backoff())
+    .touched_objects();
+    let cluster_stores = watcher(
+        Api::<ClusterSecretStore>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .backoff(watch_backoff())
+    .touched_objects();
     let (by_store, by_cluster_store) = (cache.clone(), cache.clone());
     let running = controller
         .watches_stream(secrets, |secret| {
             let owner = secret.annotations().get(ANNOTATION_OWNER).cloned();
             owner.map(|name| ObjectRef::new(&name).within(&secret.namespace().unwrap_or_default()))
         })
-        .watches(
-            api::<SecretStore>(client, scope),
-            watcher::Config::default(),
-            move |store| {
-                let namespace = store.namespace();
-                readers(
-                    &by_store,
-                    StoreKind::SecretStore,
-                    &store.name_any(),
-                    namespace.as_deref(),
-                )
-            },
-        )
-        .watches(
-            Api::<ClusterSecretStore>::all(client.clone()),
-            watcher::Config::default(),
-            move |store| {
-                readers(
-                    &by_cluster_store,
-                    StoreKind::ClusterSecretStore,
-                    &store.name_any(),
-                    None,
-                )
-            },
-        )
+        .watches_stream(stores, move |store| {
+            let namespace = store.namespace();
+            readers(
+                &by_store,
+                StoreKind::SecretStore,
+                &store.name_any(),
+                namespace.as_deref(),
+            )
+        })
+        .watches_stream(cluster_stores, move |store| {
+            readers(
+                &by_cluster_store,
+                StoreKind::ClusterSecretStore,
+                &store.name_any(),
+                None,
+            )
+        })
         .graceful_shutdown_on(shutdown_signal())
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
         .for_each(|_| async {})
@@ -301,6 +315,10 @@ pub struct RunArgs {
     /// elsewhere is refused with EndpointNotAllowed before any request is sent.
     #[arg(long, env = "KMSYNC_ALLOWED_ENDPOINT_HOSTS", default_value = crate::controller::endpoint_policy::DEFAULT_ALLOWED_HOSTS)]
     pub allowed_endpoint_hosts: String,
+    /// Timeout of one KMS or STS request attempt, in seconds; a slower answer counts as a failed
+    /// attempt (retried within the client's retry policy, then `KmsUnavailable`).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub kms_timeout_secs: u64,
     /// ECS metadata service base URL (default http://100.100.100.200).
     #[arg(long, env = "KMSYNC_METADATA_BASE", hide = true)]
     pub metadata_base: Option<String>,
@@ -377,6 +395,7 @@ impl RunArgs {
                     &self.allowed_endpoint_hosts,
                 )
                 .map_err(|e| format!("--allowed-endpoint-hosts: {e}"))?,
+                request_timeout: Some(std::time::Duration::from_secs(self.kms_timeout_secs)),
             },
             instance: self.instance.clone(),
             leader: self.leader_elect.then(|| {
@@ -456,5 +475,27 @@ mod tests {
             options(&["--lease-renew-deadline-secs=2"]).is_err(),
             "retry period 2 is not less"
         );
+    }
+
+    fn timeout(args: &[&str]) -> Result<Option<std::time::Duration>, clap::Error> {
+        let cli = Cli::try_parse_from(std::iter::once("kmsync").chain(args.iter().copied()))?;
+        Ok(cli.run.options().expect("options").kms.request_timeout)
+    }
+
+    #[test]
+    fn the_kms_timeout_defaults_to_the_clients_30_s_and_is_bounded() {
+        let secs = std::time::Duration::from_secs;
+        assert_eq!(timeout(&[]).unwrap(), Some(secs(30)));
+        assert_eq!(
+            timeout(&["--kms-timeout-secs", "2"]).unwrap(),
+            Some(secs(2))
+        );
+        assert_eq!(
+            crate::kms::transport::HttpOptions::default().request_timeout,
+            secs(30),
+            "the default does not change behaviour"
+        );
+        assert!(timeout(&["--kms-timeout-secs", "0"]).is_err());
+        assert!(timeout(&["--kms-timeout-secs", "601"]).is_err());
     }
 }

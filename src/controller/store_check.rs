@@ -88,11 +88,33 @@ fn status_after(
     status
 }
 
-fn next(outcome: &Result<Checked, Error>) -> Action {
+/// First re-check after a transient failure (doubling per failure up to [`RECHECK_FAILED`]).
+const RECHECK_TRANSIENT: Duration = Duration::from_secs(5);
+/// Re-check of a store that failed for a reason that needs a fix (credentials, permissions).
+const RECHECK_FAILED: Duration = Duration::from_secs(60);
+
+/// When to check again. A transient failure (KMS or STS unavailable, throttled, a timeout) is
+/// re-checked within seconds: until then every reader of the store waits with `StoreNotReady`,
+/// so a flat minute turned a blip during the check into a minute of outage for all of them.
+fn next(outcome: &Result<Checked, Error>, uid: &str, failures: u32) -> Duration {
     match outcome {
-        Ok(_) => Action::requeue(RECHECK),
-        Err(Error::Kube(_)) => Action::requeue(Duration::from_secs(30)),
-        Err(_) => Action::requeue(Duration::from_secs(60)),
+        Ok(_) => RECHECK,
+        Err(Error::Kube(_)) => Duration::from_secs(30),
+        Err(Error::Source(error)) if error.transient => {
+            crate::controller::schedule::backoff(uid, failures, RECHECK_TRANSIENT, RECHECK_FAILED)
+        }
+        Err(_) => RECHECK_FAILED,
+    }
+}
+
+/// Counts consecutive failed checks of a store (for [`next`]'s backoff).
+fn count(ctx: &Context, uid: &str, outcome: &Result<Checked, Error>) -> u32 {
+    match outcome {
+        Ok(_) => {
+            ctx.clear_failures(uid);
+            0
+        }
+        Err(_) => ctx.record_failure(uid),
     }
 }
 
@@ -133,7 +155,12 @@ pub async fn reconcile_secret_store(
         store.status.as_ref(),
     )
     .await?;
-    Ok(next(&outcome))
+    let uid = store.uid().unwrap_or_default();
+    Ok(Action::requeue(next(
+        &outcome,
+        &uid,
+        count(&ctx, &uid, &outcome),
+    )))
 }
 
 pub async fn reconcile_cluster_store(
@@ -161,10 +188,48 @@ pub async fn reconcile_cluster_store(
         store.status.as_ref(),
     )
     .await?;
-    Ok(next(&outcome))
+    let uid = store.uid().unwrap_or_default();
+    Ok(Action::requeue(next(
+        &outcome,
+        &uid,
+        count(&ctx, &uid, &outcome),
+    )))
 }
 
 pub fn error_policy<K>(_store: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
     tracing::warn!(reason = error.reason(), %error, "store check failed");
     Action::requeue(Duration::from_secs(30))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::error::SourceError;
+
+    fn failed(reason: &'static str, transient: bool) -> Result<Checked, Error> {
+        Err(Error::Source(SourceError {
+            reason,
+            message: "m".into(),
+            transient,
+            retry_after: None,
+        }))
+    }
+
+    /// Found by the fault episodes: a KMS or STS blip during a store check kept every reader of
+    /// the store at `StoreNotReady` for a minute after it was over.
+    #[test]
+    fn transient_failures_are_rechecked_within_seconds_then_less_often() {
+        let secs = Duration::from_secs;
+        let unavailable = failed("KmsUnavailable", true);
+        assert!(next(&unavailable, "uid", 1) <= secs(6));
+        assert!(next(&unavailable, "uid", 3) > next(&unavailable, "uid", 1));
+        assert_eq!(next(&unavailable, "uid", 30), RECHECK_FAILED);
+        assert!(next(&failed("CredentialsUnavailable", true), "uid", 1) <= secs(6));
+        // A refusal needs a fix: once a minute is enough.
+        assert_eq!(
+            next(&failed("InvalidCredentials", false), "uid", 1),
+            RECHECK_FAILED
+        );
+        assert_eq!(next(&Ok(Checked::Full), "uid", 0), RECHECK);
+    }
 }

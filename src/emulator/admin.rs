@@ -1,5 +1,6 @@
 //! The unsigned admin endpoint, served only to loopback peers: metrics (Prometheus text),
-//! call counts (JSON), faults (read/replace at run time), store clock offset and health.
+//! call counts (JSON), faults (read/replace at run time), store clock offset, early expiry of
+//! issued STS credentials and health.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -23,6 +24,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/calls", get(calls).delete(reset_calls))
         .route("/faults", get(get_faults).put(put_faults))
         .route("/clock", get(get_clock).put(put_clock))
+        .route("/expire-credentials", post(expire_credentials))
         .route_layer(middleware::from_fn(loopback_only))
         .with_state(state)
 }
@@ -80,4 +82,9 @@ async fn get_clock(State(state): State<Arc<AppState>>) -> Json<Value> {
 async fn put_clock(State(state): State<Arc<AppState>>, Json(c): Json<Clock>) -> Json<Value> {
     state.set_clock_offset(c.offset_seconds);
     get_clock(State(state)).await
+}
+
+/// `POST /admin/expire-credentials`: every credential issued so far (STS, metadata) expires now.
+async fn expire_credentials(State(state): State<Arc<AppState>>) -> Json<Value> {
+    Json(json!({"expired": state.expire_issued_credentials()}))
 }

@@ -61,9 +61,19 @@ pub async fn handle(
         .or_else(|| params.opt("Action"))
         .unwrap_or("")
         .to_string();
+    state.metrics.receive(
+        params.opt("SecretName").unwrap_or("-"),
+        if action.is_empty() { "-" } else { &action },
+    );
     // Drawn up front so an `olderVersion` can steer the lookup; applied only to a success.
     let mutation = lock(&state.faults).mutation(&action, &mut rand::rng());
+    let abandoned = AbandonedCall {
+        state: &state,
+        action: &action,
+        armed: true,
+    };
     let result = process(&state, &raw, &params, &action, mutation.as_ref()).await;
+    abandoned.disarm();
     let outcome = result
         .as_ref()
         .map_or_else(|e| e.code.as_str(), |_| "Success");
@@ -82,6 +92,35 @@ pub async fn handle(
             spoiled(body, &rule, &request_id)
         }
         (result, _) => respond(result, &request_id, &host),
+    }
+}
+
+/// Counts a call whose client hung up before the answer (its timeout fired during injected
+/// latency): hyper then drops the handler, and without this the call would not show in
+/// `/admin/calls` at all.
+struct AbandonedCall<'a> {
+    state: &'a AppState,
+    action: &'a str,
+    armed: bool,
+}
+
+impl AbandonedCall<'_> {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for AbandonedCall<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let action = if self.action.is_empty() {
+                "-"
+            } else {
+                self.action
+            };
+            self.state.metrics.record(action, "Abandoned");
+            tracing::info!(action = %action, "kms emulator call abandoned by the client");
+        }
     }
 }
 

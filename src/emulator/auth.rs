@@ -67,6 +67,20 @@ impl Keyring {
         self.keys.insert(id, key);
     }
 
+    /// Ends every issued credential still valid at `now` (an STS session cut short, or a server
+    /// clock ahead of the client's): callers holding one get `InvalidSecurityToken.Expired` and
+    /// must fetch new credentials. Static keys are untouched. Returns how many were ended.
+    pub fn expire_issued(&mut self, now: Timestamp) -> usize {
+        let mut ended = 0;
+        for key in self.keys.values_mut() {
+            if key.expires.is_some_and(|e| e > now) {
+                key.expires = Some(now);
+                ended += 1;
+            }
+        }
+        ended
+    }
+
     fn lookup(&self, id: &str, now: Timestamp) -> Result<&KnownKey, KmsError> {
         let key = self.keys.get(id).ok_or_else(|| {
             KmsError::new(
@@ -467,6 +481,26 @@ mod tests {
         let later = now + SignedDuration::from_secs(61);
         let err = run(v1_request(later, "b", "testsecret"), &mut kr, later).unwrap_err();
         assert_eq!(err.code, "InvalidSecurityToken.Expired");
+    }
+
+    #[test]
+    fn issued_keys_can_be_expired_early_and_static_ones_stay() {
+        let now = Timestamp::now();
+        let mut kr = Keyring::new(&[]);
+        let issued = KnownKey {
+            secret: "testsecret".into(),
+            token: None,
+            expires: Some(now + SignedDuration::from_secs(3600)),
+        };
+        kr.issue("testid".into(), issued, now);
+        assert!(run(v1_request(now, "d", "testsecret"), &mut kr, now).is_ok());
+        assert_eq!(kr.expire_issued(now), 1);
+        assert_eq!(kr.expire_issued(now), 0, "already ended");
+        let err = run(v1_request(now, "e", "testsecret"), &mut kr, now).unwrap_err();
+        assert_eq!(err.code, "InvalidSecurityToken.Expired");
+        let mut static_keys = keyring();
+        assert_eq!(static_keys.expire_issued(now), 0);
+        assert!(run(v1_request(now, "f", "testsecret"), &mut static_keys, now).is_ok());
     }
 
     #[test]

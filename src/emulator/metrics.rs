@@ -1,5 +1,7 @@
 //! Call accounting: a counter per (action, outcome), exposed as Prometheus text
 //! (`GET /admin/metrics`) and as JSON (`GET /admin/calls`). Outcome is `Success` or the code.
+//! Requests are also counted per secret as they arrive, whatever becomes of them (in process
+//! only, for tests that need to know a client asked about one secret).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -21,6 +23,8 @@ pub struct Metrics {
     registry: Registry,
     calls: Family<CallLabels, Counter>,
     table: Mutex<BTreeMap<String, BTreeMap<String, u64>>>,
+    /// (secret name or `-`, action) → requests received.
+    received: Mutex<BTreeMap<(String, String), u64>>,
 }
 
 impl Default for Metrics {
@@ -36,6 +40,7 @@ impl Default for Metrics {
             registry,
             calls,
             table: Mutex::new(BTreeMap::new()),
+            received: Mutex::new(BTreeMap::new()),
         }
     }
 }
@@ -53,6 +58,23 @@ impl Metrics {
             .or_default()
             .entry(outcome.to_string())
             .or_default() += 1;
+    }
+
+    /// Counts a request for `secret` (or `-`) as it arrives.
+    pub fn receive(&self, secret: &str, action: &str) {
+        let mut received = self.received.lock().unwrap_or_else(|e| e.into_inner());
+        *received
+            .entry((secret.to_string(), action.to_string()))
+            .or_default() += 1;
+    }
+
+    /// Requests received for `secret` (or `-`) and `action` so far.
+    pub fn received(&self, secret: &str, action: &str) -> u64 {
+        let received = self.received.lock().unwrap_or_else(|e| e.into_inner());
+        received
+            .get(&(secret.to_string(), action.to_string()))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Prometheus text exposition.
@@ -74,6 +96,10 @@ impl Metrics {
     pub fn reset(&self) {
         self.calls.clear();
         self.table.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.received
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 }
 
@@ -95,7 +121,11 @@ mod tests {
                 "kms_emulator_calls_total{action=\"GetSecretValue\",outcome=\"Success\"} 2"
             )
         );
+        m.receive("s", "GetSecretValue");
+        assert_eq!(m.received("s", "GetSecretValue"), 1);
+        assert_eq!(m.received("t", "GetSecretValue"), 0);
         m.reset();
         assert_eq!(m.calls_json()["total"], 0);
+        assert_eq!(m.received("s", "GetSecretValue"), 0);
     }
 }

@@ -160,6 +160,28 @@ impl RunningEmulator {
         lock(&self.state.faults).replace(faults);
     }
 
+    /// Ends every credential issued so far (same as `POST /admin/expire-credentials`): holders
+    /// get `InvalidSecurityToken.Expired` and must fetch new ones. Returns how many were ended.
+    pub fn expire_issued_credentials(&self) -> usize {
+        self.state.expire_issued_credentials()
+    }
+
+    /// The versions of secret `name` in creation order, read directly (no authentication, no
+    /// faults, not counted), for tests that check what a client wrote; `None` when it does not
+    /// exist.
+    pub fn versions(&self, name: &str) -> Option<Vec<super::store::Version>> {
+        lock(&self.state.store)
+            .secrets
+            .get(name)
+            .map(|secret| secret.versions.clone())
+    }
+
+    /// Requests for secret `name` (`-` for calls without one, like STS) and `action` received so
+    /// far, counted on arrival: also those still waiting in injected latency or abandoned.
+    pub fn received(&self, name: &str, action: &str) -> u64 {
+        self.state.metrics.received(name, action)
+    }
+
     /// Call counts, the `GET /admin/calls` JSON.
     pub fn calls(&self) -> serde_json::Value {
         self.state.metrics.calls_json()

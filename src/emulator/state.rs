@@ -67,6 +67,13 @@ impl AppState {
         self.clock_offset_secs.store(secs, Ordering::Relaxed);
     }
 
+    /// Ends every issued credential now (see [`Keyring::expire_issued`]); returns how many.
+    pub fn expire_issued_credentials(&self) -> usize {
+        let ended = lock(&self.keyring).expire_issued(Timestamp::now());
+        tracing::info!(ended, "emulator: issued credentials expired");
+        ended
+    }
+
     /// Writes the state file, if configured.
     pub fn persist(&self, store: &Store) {
         if let Some(path) = &self.config.state_file

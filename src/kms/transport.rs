@@ -5,11 +5,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::credentials::CredentialProvider;
+use super::credentials::{CredentialProvider, Credentials};
 use super::endpoint::{Endpoint, is_loopback_host};
 use super::error::{ApiError, KmsError};
 use super::request::{self, Params, PreparedRequest, SignatureStyle, Stamp};
 use super::retry::{RetryBudget, RetryPolicy, retry_hint};
+
+/// The code of a refused, expired STS token.
+const EXPIRED_TOKEN: &str = "InvalidSecurityToken.Expired";
 
 /// Timeouts and trust for one HTTP client.
 #[derive(Clone)]
@@ -113,14 +116,36 @@ impl Transport {
     pub async fn call(&self, action: &str, params: &Params) -> Result<RawResponse, KmsError> {
         let max_attempts = self.retry.max_attempts.max(1);
         let mut attempt = 1;
+        let mut refreshed = false;
         loop {
-            let result = self.attempt(action, params).await;
+            let (result, creds) = match self.credentials.credentials().await {
+                Ok(creds) => (self.attempt(action, params, &creds).await, Some(creds)),
+                Err(err) => (Err(err), None),
+            };
             self.stats.attempts.fetch_add(1, Ordering::Relaxed);
             let err = match result {
                 Ok(mut response) => {
                     self.budget.on_success();
                     response.attempts = attempt;
                     return Ok(response);
+                }
+                // Temporary credentials the service calls expired while we still trust them
+                // (clock skew, a session cut short): fetch new ones once, right away. Without
+                // this the cache would hand out the refused ones until its own refresh time.
+                Err(err)
+                    if !refreshed
+                        && err.code() == Some(EXPIRED_TOKEN)
+                        && match &creds {
+                            Some(used) => self.credentials.invalidate(used).await,
+                            None => false,
+                        } =>
+                {
+                    refreshed = true;
+                    tracing::info!(
+                        action,
+                        "credentials refused as expired; retrying with new ones"
+                    );
+                    continue;
                 }
                 Err(err) if !err.is_retryable() => return Err(err),
                 Err(err) => err,
@@ -156,8 +181,12 @@ impl Transport {
         }
     }
 
-    async fn attempt(&self, action: &str, params: &Params) -> Result<RawResponse, KmsError> {
-        let creds = self.credentials.credentials().await?;
+    async fn attempt(
+        &self,
+        action: &str,
+        params: &Params,
+        creds: &Credentials,
+    ) -> Result<RawResponse, KmsError> {
         let stamp = self.fixed_stamp.clone().unwrap_or_else(Stamp::now);
         let prepared = request::prepare(
             self.style,
@@ -165,7 +194,7 @@ impl Transport {
             action,
             request::KMS_API_VERSION,
             params,
-            &creds,
+            creds,
             &stamp,
         );
         send(&self.http, prepared).await

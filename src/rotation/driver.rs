@@ -537,12 +537,18 @@ async fn perform(
                 .failed_step
                 .clone()
                 .unwrap_or_else(|| "unknown".into());
+            // Keep the cause the failed step recorded, so the condition still says why.
+            let cause = conditions::find(&status.conditions, types::ROTATION)
+                .filter(|c| c.reason == "RotationFailed")
+                .and_then(|c| cause_of(&c.message))
+                .map(|reason| format!(" ({reason})"))
+                .unwrap_or_default();
             set_condition(
                 status,
                 false,
                 "RotationFailed",
                 format!(
-                    "step {failed} failed; version {version_id} was not promoted; next attempt at {next}"
+                    "step {failed} failed{cause}; version {version_id} was not promoted; next attempt at {next}"
                 ),
                 generation,
                 now,
@@ -574,6 +580,13 @@ fn perform_wait_capacity(
     Ok(Some(Outcome::Waiting {
         retry: std::time::Duration::from_secs(5),
     }))
+}
+
+/// The reason a failed step's condition ends with (`… (AccessDenied)`, see `fail_attempt`).
+fn cause_of(message: &str) -> Option<&str> {
+    let inner = message.strip_suffix(')')?;
+    let reason = &inner[inner.rfind('(')? + 1..];
+    (!reason.is_empty() && reason.chars().all(|c| c.is_ascii_alphanumeric())).then_some(reason)
 }
 
 /// The attempt number in a version id `kmsync-r<sequence>-<hash>`.
@@ -641,6 +654,19 @@ async fn register(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cause_of_a_failed_step_is_kept() {
+        assert_eq!(
+            cause_of("step put: calling KMS: Forbidden.NoPermission (HTTP 403): no (AccessDenied)"),
+            Some("AccessDenied")
+        );
+        assert_eq!(
+            cause_of("step put failed; next attempt at 2026-01-01T00:00:00Z"),
+            None
+        );
+        assert_eq!(cause_of("odd (two words)"), None);
+    }
 
     #[test]
     fn sequence_is_read_back_from_the_version_id() {

@@ -208,6 +208,15 @@ fn resume(inputs: &Inputs<'_>, version_id: String) -> Step {
     let pending = pending_stage(spec);
     let phase = inputs.status.phase.as_deref().unwrap_or(phase::STARTED);
     let Some(stages) = inputs.view.stages_of(&version_id) else {
+        if phase == phase::FAILED {
+            // A definite failure before anything was written (the put itself was refused, or
+            // the value could not be generated): the attempt is over. Writing again would repeat
+            // the refused call in a loop.
+            return Step::Abort {
+                version_id,
+                stage: None,
+            };
+        }
         // Not in KMS (never written, or gone): write it, whatever status said.
         let stages = staged.then(|| vec![pending]);
         return Step::Put { version_id, stages };
@@ -533,6 +542,29 @@ mod tests {
                 stage: None
             }
         );
+    }
+
+    #[test]
+    fn a_refused_write_ends_the_attempt_instead_of_writing_again() {
+        let before_put = view(&[("v1", &["ACSCurrent"])]);
+        for s in [immediate(), staged()] {
+            let status = in_flight(phase::FAILED);
+            assert_eq!(
+                plan(&inputs(&s, &status, &before_put, "2026-02-01T00:00:00Z")).unwrap(),
+                Step::Abort {
+                    version_id: "X".into(),
+                    stage: None
+                },
+                "{:?}",
+                s.strategy
+            );
+            // Not failed (a crash or a transient error before the put): the put is retried.
+            let status = in_flight(phase::STARTED);
+            assert!(matches!(
+                plan(&inputs(&s, &status, &before_put, "2026-02-01T00:00:00Z")).unwrap(),
+                Step::Put { .. }
+            ));
+        }
     }
 
     #[test]

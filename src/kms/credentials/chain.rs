@@ -169,4 +169,15 @@ impl CredentialProvider for DefaultChain {
     fn name(&self) -> &'static str {
         "default_chain"
     }
+
+    /// Only the provider that gave the credentials last can have cached them.
+    fn invalidate<'a>(&'a self, used: &'a Credentials) -> BoxFuture<'a, bool> {
+        Box::pin(async move {
+            let last = *self.last_success.lock().unwrap_or_else(|p| p.into_inner());
+            match last.and_then(|i| self.providers.get(i)) {
+                Some(provider) => provider.invalidate(used).await,
+                None => false,
+            }
+        })
+    }
 }

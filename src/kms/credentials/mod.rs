@@ -78,6 +78,13 @@ pub trait CredentialProvider: Send + Sync + fmt::Debug {
     fn credentials(&self) -> BoxFuture<'_, Result<Credentials, KmsError>>;
     /// Short provider name for errors and `x-acs-credentials-provider`-like diagnostics.
     fn name(&self) -> &'static str;
+    /// The service refused `used` as expired (its clock runs ahead of ours, or the session was
+    /// cut short): forget them if cached. True when the next [`credentials`](Self::credentials)
+    /// call will bring other ones; providers of long-lived keys have nothing else to give.
+    fn invalidate<'a>(&'a self, used: &'a Credentials) -> BoxFuture<'a, bool> {
+        let _ = used;
+        Box::pin(async { false })
+    }
 }
 
 impl<P: CredentialProvider + ?Sized> CredentialProvider for Arc<P> {
@@ -86,6 +93,9 @@ impl<P: CredentialProvider + ?Sized> CredentialProvider for Arc<P> {
     }
     fn name(&self) -> &'static str {
         (**self).name()
+    }
+    fn invalidate<'a>(&'a self, used: &'a Credentials) -> BoxFuture<'a, bool> {
+        (**self).invalidate(used)
     }
 }
 
@@ -147,6 +157,23 @@ impl CredentialCache {
                 None => Err(err),
             },
         }
+    }
+
+    /// Forgets the cached credentials if they are `used` (a concurrent caller may have refreshed
+    /// them already). The next [`get_or_fetch`](Self::get_or_fetch) then fetches.
+    pub(crate) async fn invalidate(&self, provider: &'static str, used: &Credentials) -> bool {
+        let mut guard = self.inner.lock().await;
+        if guard
+            .as_ref()
+            .is_some_and(|c| c.access_key_id == used.access_key_id)
+        {
+            tracing::info!(
+                provider,
+                "cached credentials refused as expired; fetching new ones"
+            );
+            *guard = None;
+        }
+        true
     }
 }
 

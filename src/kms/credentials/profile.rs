@@ -287,6 +287,10 @@ impl CredentialProvider for Named {
     fn name(&self) -> &'static str {
         self.name
     }
+
+    fn invalidate<'a>(&'a self, used: &'a Credentials) -> futures::future::BoxFuture<'a, bool> {
+        self.inner.invalidate(used)
+    }
 }
 
 fn home(env: &EnvLookup) -> Option<PathBuf> {

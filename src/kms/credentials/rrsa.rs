@@ -182,6 +182,10 @@ impl CredentialProvider for RrsaProvider {
         Box::pin(self.cache.get_or_fetch(NAME, self.fetch()))
     }
 
+    fn invalidate<'a>(&'a self, used: &'a Credentials) -> BoxFuture<'a, bool> {
+        Box::pin(self.cache.invalidate(NAME, used))
+    }
+
     fn name(&self) -> &'static str {
         NAME
     }
