@@ -47,15 +47,7 @@ fn fault_classes() -> Vec<(String, FaultConfig)> {
             },
         ));
     }
-    for kind in [
-        Mutation::ConnectionReset,
-        Mutation::MalformedJson,
-        Mutation::TruncatedJson,
-        Mutation::EmptySecretData,
-        Mutation::WrongDataType,
-        Mutation::MissingKey,
-        Mutation::OlderVersion,
-    ] {
+    for kind in Mutation::ALL {
         let mutations = vec![MutationRule {
             action: "*".into(),
             rate: 1.0,

@@ -13,16 +13,22 @@ use serde_json::{Value, json};
 use support::rotation::{annotate, versions};
 use support::sync::{ACCESS_KEY_ID, ACCESS_KEY_SECRET, Operator, SyncEnv, wait_for};
 
+/// `(status, reason, message)` of the Ready condition of ManagedSecret `name`.
+async fn ready(env: &SyncEnv, name: &str) -> Option<(String, String, String)> {
+    let ms = env.managed_secrets().get(name).await.ok()?;
+    let c = ms
+        .status?
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")?;
+    Some((c.status, c.reason, c.message))
+}
+
 /// Waits for the Ready condition of ManagedSecret `name`; returns its message.
 async fn wait_ready(env: &SyncEnv, name: &str, status: &str, reason: &str) -> String {
     wait_for(&format!("{name} Ready={status} ({reason})"), 60, || async {
-        let ms = env.managed_secrets().get(name).await.ok()?;
-        let c = ms
-            .status?
-            .conditions
-            .into_iter()
-            .find(|c| c.type_ == "Ready")?;
-        (c.status == status && c.reason == reason).then_some(c.message)
+        let (s, r, message) = ready(env, name).await?;
+        (s == status && r == reason).then_some(message)
     })
     .await
 }
@@ -342,15 +348,10 @@ async fn an_endpoint_outside_the_allow_list_gets_no_request() {
             "{reason}: {message}"
         );
         let message = wait_for(&format!("{name} refused"), 60, || async {
-            let ms = env.managed_secrets().get(name).await.ok()?;
-            let c = ms
-                .status?
-                .conditions
-                .into_iter()
-                .find(|c| c.type_ == "Ready")?;
-            (c.status == "False" && c.message.contains("EndpointNotAllowed")
-                || c.reason == "EndpointNotAllowed")
-                .then_some(c.message)
+            let (status, reason, message) = ready(&env, name).await?;
+            (status == "False" && message.contains("EndpointNotAllowed")
+                || reason == "EndpointNotAllowed")
+                .then_some(message)
         })
         .await;
         assert!(

@@ -106,15 +106,7 @@ fn get(name: &str) -> GetSecretValueRequest {
 async fn spoiled_kms_answers_and_kms_errors_panic_without_the_value() {
     let (emulator, client) = emulator_and_client().await;
     let mut failures = 0;
-    for kind in [
-        Mutation::ConnectionReset,
-        Mutation::MalformedJson,
-        Mutation::TruncatedJson,
-        Mutation::EmptySecretData,
-        Mutation::WrongDataType,
-        Mutation::MissingKey,
-        Mutation::OlderVersion,
-    ] {
+    for kind in Mutation::ALL {
         emulator.set_faults(FaultConfig {
             mutations: vec![MutationRule {
                 action: "GetSecretValue".into(),

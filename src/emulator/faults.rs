@@ -56,6 +56,19 @@ pub enum Mutation {
     OlderVersion,
 }
 
+impl Mutation {
+    /// Every kind, so sweeps over "each spoiled answer" cannot miss a new one.
+    pub const ALL: [Mutation; 7] = [
+        Mutation::ConnectionReset,
+        Mutation::MalformedJson,
+        Mutation::TruncatedJson,
+        Mutation::EmptySecretData,
+        Mutation::WrongDataType,
+        Mutation::MissingKey,
+        Mutation::OlderVersion,
+    ];
+}
+
 /// Successful calls of `action` (default `GetSecretValue`; `*` = any) are spoiled with
 /// probability `rate`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -26,15 +26,7 @@ pub(super) fn ready_of(ms: &ManagedSecret) -> Option<(String, String, String)> {
         .then(|| (c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 
-pub(super) fn rotation_condition(ms: &ManagedSecret) -> Option<(String, String, String)> {
-    let c = ms
-        .status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Rotation")?;
-    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
-}
+pub(super) use crate::support::rotation::rotation_condition;
 
 /// The attempt number of a kmsync version id `kmsync-r<n>-<hash>`.
 fn attempt_of(id: &str) -> Option<i64> {
