@@ -12,7 +12,7 @@ use kmsync::emulator::{ErrorRule, FaultConfig};
 use kmsync::kms::SecretString;
 use kmsync::kms::actions::{CreateSecretRequest, DeleteSecretRequest};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-use serde_json::json;
+use serde_json::{Value, json};
 use support::sync::{SyncEnv, wait_for};
 
 fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -450,6 +450,162 @@ async fn drift_is_repaired_and_a_deleted_secret_comes_back() {
             .filter(|d| d["value"] == "truth")
     })
     .await;
+}
+
+/// Keys of one of the Secret's string maps (labels or annotations).
+fn keys_of(map: Option<BTreeMap<String, String>>) -> Vec<String> {
+    map.unwrap_or_default().into_keys().collect()
+}
+
+#[tokio::test]
+async fn keys_labels_and_annotations_dropped_from_the_spec_leave_the_secret() {
+    let env = SyncEnv::start("sync-exact").await;
+    env.create_kms_secret("db_cred", "v1", r#"{"uname":"alice","pwd":"p1"}"#)
+        .await;
+    env.put_kms_value("db_cred", "v2", r#"{"uname":"alice","pwd":"p2"}"#, None)
+        .await;
+    let spec = |previous: bool, labels: Value, annotations: Value| {
+        let mut data = vec![
+            json!({"key": "username", "property": "uname"}),
+            json!({"key": "password", "property": "pwd"}),
+        ];
+        if previous {
+            data.push(json!({"key": "password-previous", "property": "pwd", "versionStage": "ACSPrevious"}));
+        }
+        json!({"data": data, "target": {"labels": labels, "annotations": annotations}})
+    };
+    env.apply_managed_secret(
+        "db",
+        "db_cred",
+        spec(
+            true,
+            json!({"team": "payments", "tier": "db"}),
+            json!({"contact": "dba", "note": "rotated monthly"}),
+        ),
+    )
+    .await;
+    wait_ready(&env, "db", "True", "Synced").await;
+    assert_eq!(
+        env.secret_data("db").await.unwrap(),
+        map(&[
+            ("username", "alice"),
+            ("password", "p2"),
+            ("password-previous", "p1")
+        ])
+    );
+    // Another manager's key and label: the removals below must not take them along.
+    env.secrets()
+        .patch(
+            "db",
+            &PatchParams::apply("someone-else"),
+            &Patch::Apply(&json!({"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "db", "labels": {"app": "web"}}, "data": {"theirs": "a2VlcA=="}})),
+        )
+        .await
+        .unwrap();
+
+    // No KMS change from here on: only the spec drops a key, a label and an annotation.
+    env.apply_managed_secret(
+        "db",
+        "db_cred",
+        spec(
+            false,
+            json!({"team": "payments"}),
+            json!({"contact": "dba"}),
+        ),
+    )
+    .await;
+    let secret = wait_for(
+        "the dropped key, label and annotation to go",
+        60,
+        || async {
+            let secret = env.secrets().get("db").await.ok()?;
+            let data = secret.data.as_ref()?;
+            let labels = secret.metadata.labels.as_ref()?;
+            let annotations = secret.metadata.annotations.as_ref()?;
+            (!data.contains_key("password-previous")
+                && !labels.contains_key("tier")
+                && !annotations.contains_key("note"))
+            .then_some(secret)
+        },
+    )
+    .await;
+    println!("exactness: removed key 'password-previous' gone from Secret db");
+    println!("exactness: removed label 'tier' and annotation 'note' gone from Secret db");
+    assert_eq!(
+        env.secret_data("db").await.unwrap(),
+        map(&[
+            ("username", "alice"),
+            ("password", "p2"),
+            ("theirs", "keep")
+        ])
+    );
+    assert_eq!(
+        keys_of(secret.metadata.labels),
+        ["app", "kmsync.io/managed", "team"]
+    );
+    let annotations = secret.metadata.annotations.unwrap();
+    assert_eq!(annotations["contact"], "dba");
+    assert_eq!(annotations["kmsync.io/kms-version-id"], "v2");
+}
+
+#[tokio::test]
+async fn switching_delete_to_retain_removes_the_owner_reference() {
+    let env = SyncEnv::start("sync-retain-switch").await;
+    env.create_kms_secret("s", "v1", "x").await;
+    env.apply_managed_secret("app", "s", json!({"target": {"deletionPolicy": "Delete"}}))
+        .await;
+    wait_ready(&env, "app", "True", "Synced").await;
+    let uid = env.managed_secrets().get("app").await.unwrap().metadata.uid;
+    let owners = env
+        .secrets()
+        .get("app")
+        .await
+        .unwrap()
+        .metadata
+        .owner_references
+        .unwrap_or_default();
+    assert_eq!(
+        owners.iter().map(|o| Some(&o.uid)).collect::<Vec<_>>(),
+        [uid.as_ref()],
+        "Delete sets our ownerReference"
+    );
+
+    // No KMS change: only the policy. A garbage collector would otherwise delete the kept Secret.
+    env.apply_managed_secret("app", "s", json!({"target": {"deletionPolicy": "Retain"}}))
+        .await;
+    wait_for("the ownerReference to go", 60, || async {
+        let secret = env.secrets().get("app").await.ok()?;
+        secret
+            .metadata
+            .owner_references
+            .unwrap_or_default()
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    println!("retain-switch: ownerReference removed from Secret app");
+    assert_eq!(
+        env.secret_data("app").await.unwrap(),
+        map(&[("value", "x")])
+    );
+    env.managed_secrets()
+        .delete("app", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("the Retain ManagedSecret to be gone", 60, || async {
+        env.managed_secrets()
+            .get_opt("app")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        env.secret_data("app").await.unwrap(),
+        map(&[("value", "x")])
+    );
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@ pub mod endpoint_policy;
 pub mod error;
 pub mod fetch;
 pub mod kms_source;
+pub mod managed_fields;
 pub mod rate_limit;
 pub mod reconcile;
 pub mod rollout;

@@ -1,5 +1,6 @@
 //! Pure decisions about the target Secret: whether we may write it (no silent takeover), the
-//! object we server-side apply, and whether anything changed (an unchanged sync writes nothing).
+//! object we server-side apply, and whether applying it would change anything, removals included
+//! (an unchanged sync writes nothing).
 
 use std::collections::BTreeMap;
 
@@ -8,6 +9,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
 
+use crate::controller::managed_fields::OwnedFields;
 use crate::crd::ManagedSecret;
 use crate::crd::managed_secret::{CreationPolicy, DeletionPolicy};
 use crate::render::SecretData;
@@ -198,21 +200,29 @@ pub fn desired_secret(ms: &ManagedSecret, data: &SecretData, provenance: &Proven
     }
 }
 
-/// Whether applying `desired` would change `existing`: any of our keys, labels or annotations
-/// differs (the sync timestamp excepted), or the Secret is missing.
+/// Whether server-side applying `desired` as [`FIELD_MANAGER`] would change `existing`: the
+/// Secret is missing, a value we apply differs from it (the sync timestamp excepted), or we own a
+/// field `desired` no longer carries (a data key, label or annotation dropped from the spec, the
+/// owner reference after `deletionPolicy: Delete` became `Retain`), which the apply removes.
+///
+/// Fields owned by other managers never count: they are not in our managedFields entry, and
+/// server-side apply removes a field dropped from our apply only when no other manager owns it,
+/// so under Adopt and Merge the keys we do not manage stay.
 pub fn needs_write(existing: Option<&Secret>, desired: &Secret) -> bool {
     let Some(existing) = existing else {
         return true;
     };
-    let empty = BTreeMap::new();
-    let subset = |want: Option<&BTreeMap<String, String>>,
-                  have: Option<&BTreeMap<String, String>>| {
-        let have = have.unwrap_or(&empty);
-        want.unwrap_or(&empty)
-            .iter()
-            .filter(|(k, _)| k.as_str() != ANNOTATION_SYNCED_AT)
-            .all(|(k, v)| have.get(k) == Some(v))
-    };
+    if !values_applied(existing, desired) {
+        return true;
+    }
+    // Without an Apply entry of ours (a foreign Secret about to be adopted, or one written before
+    // managedFields existed) there is nothing of ours the apply could remove.
+    OwnedFields::applied_by(existing, FIELD_MANAGER)
+        .is_some_and(|owned| owned != OwnedFields::of_applied(desired))
+}
+
+/// Whether every value `desired` sets is already on `existing`; its other fields do not matter.
+fn values_applied(existing: &Secret, desired: &Secret) -> bool {
     let data_same = {
         let have = existing.data.clone().unwrap_or_default();
         desired
@@ -221,18 +231,41 @@ pub fn needs_write(existing: Option<&Secret>, desired: &Secret) -> bool {
             .flatten()
             .all(|(k, v)| have.get(k) == Some(v))
     };
-    let owners_same = desired.metadata.owner_references.is_none()
-        || existing.metadata.owner_references == desired.metadata.owner_references;
-    !(data_same
+    let owners_same = desired
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .all(|want| {
+            existing
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|have| have == want)
+        });
+    data_same
         && owners_same
-        && subset(
+        && map_applied(
             desired.metadata.labels.as_ref(),
             existing.metadata.labels.as_ref(),
         )
-        && subset(
+        && map_applied(
             desired.metadata.annotations.as_ref(),
             existing.metadata.annotations.as_ref(),
-        ))
+        )
+}
+
+/// Whether `have` holds every entry of `want`, the sync timestamp excepted (it records the last
+/// write, so a newer one alone is no reason to write).
+fn map_applied(
+    want: Option<&BTreeMap<String, String>>,
+    have: Option<&BTreeMap<String, String>>,
+) -> bool {
+    want.into_iter()
+        .flatten()
+        .filter(|(k, _)| k.as_str() != ANNOTATION_SYNCED_AT)
+        .all(|(k, v)| have.and_then(|h| h.get(k)) == Some(v))
 }
 
 #[cfg(test)]
@@ -482,5 +515,158 @@ mod tests {
             .unwrap()
             .insert("k".into(), ByteString(b"edited".to_vec()));
         assert!(needs_write(Some(&existing), &desired));
+    }
+
+    /// `secret` as the apiserver returns it after kmsync applied it: with our Apply entry.
+    fn as_applied(secret: Secret) -> Secret {
+        let owned = OwnedFields::of_applied(&secret);
+        let fields = |prefix: &str, keys: &std::collections::BTreeSet<String>| {
+            serde_json::Value::Object(
+                keys.iter()
+                    .map(|k| (format!("{prefix}{k}"), serde_json::json!({})))
+                    .collect(),
+            )
+        };
+        let uids: std::collections::BTreeSet<String> = owned
+            .owner_uids
+            .iter()
+            .map(|uid| serde_json::json!({ "uid": uid }).to_string())
+            .collect();
+        let trie = serde_json::json!({
+            "f:data": fields("f:", &owned.data),
+            "f:metadata": {
+                "f:labels": fields("f:", &owned.labels),
+                "f:annotations": fields("f:", &owned.annotations),
+                "f:ownerReferences": fields("k:", &uids),
+            },
+            "f:type": {}
+        });
+        with_entry(secret, FIELD_MANAGER, "Apply", trie)
+    }
+
+    fn with_entry(
+        mut secret: Secret,
+        manager: &str,
+        operation: &str,
+        fields: serde_json::Value,
+    ) -> Secret {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
+        secret
+            .metadata
+            .managed_fields
+            .get_or_insert_with(Vec::new)
+            .push(ManagedFieldsEntry {
+                manager: Some(manager.into()),
+                operation: Some(operation.into()),
+                fields_type: Some("FieldsV1".into()),
+                fields_v1: Some(FieldsV1(fields)),
+                ..Default::default()
+            });
+        secret
+    }
+
+    fn later() -> Provenance {
+        Provenance {
+            synced_at: jiff::Timestamp::from_second(1_800_000_000).unwrap(),
+            ..provenance()
+        }
+    }
+
+    #[test]
+    fn an_applied_secret_unchanged_but_for_the_timestamp_needs_no_write() {
+        for target in [
+            serde_json::json!({}),
+            serde_json::json!({"deletionPolicy": "Delete", "labels": {"team": "a"},
+                               "annotations": {"note": "x"}}),
+            serde_json::json!({"creationPolicy": "Merge"}),
+        ] {
+            let m = ms(target);
+            let existing = as_applied(desired_secret(&m, &data(&[("k", "v")]), &provenance()));
+            let desired = desired_secret(&m, &data(&[("k", "v")]), &later());
+            assert!(
+                !needs_write(Some(&existing), &desired),
+                "{:?}",
+                m.spec.target
+            );
+        }
+    }
+
+    #[test]
+    fn delete_then_retain_needs_a_write_to_drop_the_owner_reference() {
+        let delete = ms(serde_json::json!({"deletionPolicy": "Delete"}));
+        let existing = as_applied(desired_secret(&delete, &data(&[("k", "v")]), &provenance()));
+        let retain = ms(serde_json::json!({"deletionPolicy": "Retain"}));
+        let desired = desired_secret(&retain, &data(&[("k", "v")]), &later());
+        assert!(desired.metadata.owner_references.is_none());
+        assert!(needs_write(Some(&existing), &desired));
+    }
+
+    #[test]
+    fn a_data_key_removed_from_the_spec_needs_a_write() {
+        let m = ms(serde_json::json!({}));
+        let existing = as_applied(desired_secret(
+            &m,
+            &data(&[("password", "p2"), ("password-previous", "p1")]),
+            &provenance(),
+        ));
+        let desired = desired_secret(&m, &data(&[("password", "p2")]), &later());
+        assert!(needs_write(Some(&existing), &desired));
+    }
+
+    #[test]
+    fn a_label_or_annotation_removed_from_the_spec_needs_a_write() {
+        let before = ms(serde_json::json!({"labels": {"team": "a", "tier": "db"},
+                                           "annotations": {"note": "x", "owner": "y"}}));
+        let existing = as_applied(desired_secret(&before, &data(&[("k", "v")]), &provenance()));
+        for target in [
+            serde_json::json!({"labels": {"team": "a"}, "annotations": {"note": "x", "owner": "y"}}),
+            serde_json::json!({"labels": {"team": "a", "tier": "db"}, "annotations": {"owner": "y"}}),
+        ] {
+            let desired = desired_secret(&ms(target.clone()), &data(&[("k", "v")]), &later());
+            assert!(needs_write(Some(&existing), &desired), "{target}");
+        }
+    }
+
+    #[test]
+    fn fields_other_managers_own_are_not_counted() {
+        let m = ms(serde_json::json!({"creationPolicy": "Adopt"}));
+        let desired = desired_secret(&m, &data(&[("k", "v")]), &provenance());
+        let mut existing = as_applied(desired.clone());
+        existing
+            .data
+            .as_mut()
+            .unwrap()
+            .insert("theirs".into(), ByteString(b"x".to_vec()));
+        existing
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert("app".into(), "web".into());
+        existing
+            .metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert("their-note".into(), "y".into());
+        existing.metadata.owner_references = Some(vec![OwnerReference {
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+            name: "web".into(),
+            uid: "uid-other".into(),
+            ..Default::default()
+        }]);
+        let existing = with_entry(
+            existing,
+            "kubectl-edit",
+            "Update",
+            serde_json::json!({"f:data": {".": {}, "f:theirs": {}},
+                "f:metadata": {"f:labels": {"f:app": {}}, "f:annotations": {"f:their-note": {}},
+                               "f:ownerReferences": {"k:{\"uid\":\"uid-other\"}": {}}}}),
+        );
+        assert!(!needs_write(
+            Some(&existing),
+            &desired_secret(&m, &data(&[("k", "v")]), &later())
+        ));
     }
 }
