@@ -17,6 +17,8 @@ KUBECTL="${KUBECTL:-/usr/lib/google-cloud-sdk/bin/kubectl.1.33}"
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-modcacherw -buildvcs=false"
 
 log() { printf '[controlplane] %s\n' "$*" >&2; }
+# shellcheck source=scripts/lib.sh
+source "$REPO_ROOT/scripts/lib.sh"
 
 apiserver_bin() { echo "${TEST_ASSET_KUBE_APISERVER:-$BIN_DIR/kube-apiserver}"; }
 etcd_bin() { echo "${TEST_ASSET_ETCD:-$BIN_DIR/etcd}"; }
@@ -80,40 +82,9 @@ build_etcd() {
   mv "$BIN_DIR/etcd.tmp" "$BIN_DIR/etcd"
 }
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-
-stop_pid_file() {
-  local pid_file="$1" pid i
-  [ -f "$pid_file" ] || return 0
-  pid="$(cat "$pid_file")"
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$pid_file"
-}
-
 stop() {
   stop_pid_file "$STATE_DIR/kube-apiserver.pid"
   stop_pid_file "$STATE_DIR/etcd.pid"
-}
-
-# wait_ready NAME PID_FILE LOG CMD...: poll CMD every 0.5 s while the process lives.
-wait_ready() {
-  local name="$1" pid_file="$2" logf="$3"; shift 3
-  local deadline=$(( $(date +%s) + START_TIMEOUT ))
-  until "$@" >/dev/null 2>&1; do
-    if ! kill -0 "$(cat "$pid_file")" 2>/dev/null; then
-      log "$name exited during start; last log lines:"; tail -n 40 "$logf" >&2; return 1
-    fi
-    if [ "$(date +%s)" -ge "$deadline" ]; then
-      log "$name not ready after ${START_TIMEOUT}s; last log lines:"; tail -n 40 "$logf" >&2; return 1
-    fi
-    sleep 0.5
-  done
 }
 
 make_pki() {
@@ -145,9 +116,9 @@ start_apiserver() {
   setsid "$(apiserver_bin)" "${args[@]}" >>"$STATE_DIR/kube-apiserver.log" 2>&1 < /dev/null &
   echo $! > "$STATE_DIR/kube-apiserver.pid"
   local curl_auth=(--cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key")
-  wait_ready kube-apiserver "$STATE_DIR/kube-apiserver.pid" "$STATE_DIR/kube-apiserver.log" \
+  wait_ready kube-apiserver "$STATE_DIR/kube-apiserver.pid" "$STATE_DIR/kube-apiserver.log" "$START_TIMEOUT" \
     curl -fsS "${curl_auth[@]}" "https://127.0.0.1:$api_port/readyz"
-  wait_ready kube-apiserver "$STATE_DIR/kube-apiserver.pid" "$STATE_DIR/kube-apiserver.log" \
+  wait_ready kube-apiserver "$STATE_DIR/kube-apiserver.pid" "$STATE_DIR/kube-apiserver.log" "$START_TIMEOUT" \
     curl -fsS "${curl_auth[@]}" "https://127.0.0.1:$api_port/api/v1/namespaces/default"
 }
 
@@ -196,7 +167,7 @@ start() {
     --initial-cluster="controlplane=http://127.0.0.1:$peer_port" --log-level=warn $nofsync \
     >"$STATE_DIR/etcd.log" 2>&1 < /dev/null &
   echo $! > "$STATE_DIR/etcd.pid"
-  wait_ready etcd "$STATE_DIR/etcd.pid" "$STATE_DIR/etcd.log" curl -fsS "http://127.0.0.1:$etcd_port/health"
+  wait_ready etcd "$STATE_DIR/etcd.pid" "$STATE_DIR/etcd.log" "$START_TIMEOUT" curl -fsS "http://127.0.0.1:$etcd_port/health"
 
   # The flags are recorded so that restart-apiserver starts the same server on the same port.
   local args=(--etcd-servers="http://127.0.0.1:$etcd_port"
@@ -205,7 +176,10 @@ start() {
     --client-ca-file="$pki/ca.crt" --service-account-issuer="https://127.0.0.1:$api_port/"
     --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key"
     --service-cluster-ip-range=10.0.0.0/24 --authorization-mode=RBAC
-    --disable-admission-plugins=ServiceAccount --allow-privileged=true)
+    --allow-privileged=true
+    # The node (scripts/node.sh) registers 127.0.0.1 as its InternalIP: logs, exec and
+    # port-forward then reach the kubelet there, never through a DNS lookup of the node name.
+    --kubelet-preferred-address-types=InternalIP)
   printf '%s\n' "${args[@]}" > "$STATE_DIR/kube-apiserver.args"
   echo "$api_port" > "$STATE_DIR/kube-apiserver.port"
   start_apiserver

@@ -15,7 +15,13 @@
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-STATE_DIR="${PG_STATE_DIR:-$REPO_ROOT/target/postgres}"
+log() { printf '[postgres] %s\n' "$*" >&2; }
+# shellcheck source=scripts/lib.sh
+source "$REPO_ROOT/scripts/lib.sh"
+# The server runs as the `postgres` user when we are root: its state must be reachable by that
+# user, so a checkout under a private home directory keeps it under /var/tmp instead. The socket
+# path (run/.s.PGSQL.<port>) must stay within the 107 bytes Unix sockets allow.
+STATE_DIR="${PG_STATE_DIR:-$(state_dir_for postgres 80)}"
 DATA_DIR="$STATE_DIR/data"
 RUN_DIR="$STATE_DIR/run"
 PID_FILE="$STATE_DIR/postgres.pid"
@@ -26,7 +32,6 @@ ADMIN_USER="kmsync_admin"
 START_TIMEOUT="${PG_START_TIMEOUT:-60}"
 STOP_TIMEOUT="${PG_STOP_TIMEOUT:-15}"
 
-log() { printf '[postgres] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 # --- binaries -----------------------------------------------------------------------------------
@@ -89,10 +94,6 @@ setup_run_as() {
 as_db_user() { env -u PGPASSWORD HOME="$STATE_DIR" "${RUN_AS[@]}" "$@"; }
 
 # --- helpers -------------------------------------------------------------------------------------
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
 
 alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
 
