@@ -5,10 +5,10 @@ CARGO ?= cargo
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 export KUBECTL ?= /usr/lib/google-cloud-sdk/bin/kubectl.1.33
 
-.PHONY: test lint unit sdk integration postgres postgres-stop bench bench-smoke soak controlplane controlplane-stop crds demo helm chart-lint plugin
+.PHONY: test lint unit sdk integration node node-test postgres postgres-stop bench bench-smoke soak controlplane controlplane-stop crds demo helm chart-lint plugin
 
 ## test: formatting, lints, unit tests, then integration tests against a real local control plane.
-test: lint unit sdk integration bench-smoke
+test: lint unit sdk integration node-test bench-smoke
 
 lint:
 	$(CARGO) fmt --check
@@ -37,6 +37,19 @@ integration: controlplane helm
 
 controlplane-stop:
 	scripts/controlplane.sh stop
+
+## node: build kubelet, kube-controller-manager, kube-scheduler (cached beside the apiserver) and
+## install Debian's containerd + runc when missing.
+node: controlplane
+	scripts/node.sh install
+	scripts/node.sh build
+
+## node-test: a two-node cluster on 127.0.0.1/.2 (scripts/node.sh) where kmsync runs as pods from
+## its chart and an application mounts the Secret it writes (tests/node_cluster.rs).
+node-test: node helm
+	$(CARGO) build --release --bin kmsync
+	KMSYNC_NODES=2 scripts/postgres.sh run scripts/node.sh run --images \
+	  $(CARGO) test --features integration --test node_cluster -- --nocapture
 
 ## bench: scale benchmark (N = 100, 1,000, 5,000; ~18 min on 2 cores) → bench/results/.
 ## e.g. make bench BENCH_ARGS="--sizes 10000 --refresh-secs 300"

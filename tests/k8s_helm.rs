@@ -10,7 +10,7 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -20,8 +20,8 @@ use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kmsync::crd::ManagedSecret;
 use kube::api::{Api, ListParams};
-use serde::Deserialize as _;
 use serde_json::{Value, json};
+use support::helm::{Helm, chart, parse_documents};
 use support::sync::{SyncEnv, wait_for};
 use support::{describe, fresh_namespace, kubectl, repo};
 
@@ -31,59 +31,6 @@ const TEMPLATE_NAMESPACE: &str = "kmsync-system";
 /// Tests that run an operator over the shared control plane take turns: a cluster-scoped
 /// operator would otherwise reconcile the namespaced test's "outside" ManagedSecret.
 static OPERATOR_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-// ---------------------------------------------------------------------------------------------
-// helm
-
-/// helm with its cache/config/data in a temporary directory (never the user's own).
-struct Helm {
-    binary: PathBuf,
-    home: tempfile::TempDir,
-}
-
-impl Helm {
-    fn new() -> Self {
-        let binary = std::env::var_os("HELM")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| repo("tools/helm/helm"));
-        assert!(
-            binary.is_file(),
-            "helm not found at {}: run scripts/helm.sh (installs helm v4.1.4 into tools/helm/helm) \
-             or set HELM",
-            binary.display()
-        );
-        Self {
-            binary,
-            home: tempfile::tempdir().expect("helm home"),
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let home = self.home.path();
-        Command::new(&self.binary)
-            .args(args)
-            .env("HELM_CACHE_HOME", home.join("cache"))
-            .env("HELM_CONFIG_HOME", home.join("config"))
-            .env("HELM_DATA_HOME", home.join("data"))
-            .stdin(Stdio::null())
-            .output()
-            .expect("run helm")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let output = self.run(args);
-        assert!(
-            output.status.success(),
-            "helm {args:?}: {}",
-            describe(&output)
-        );
-        String::from_utf8(output.stdout).expect("utf-8")
-    }
-}
-
-fn chart() -> String {
-    repo("charts/kmsync").display().to_string()
-}
 
 /// `helm template` with `--set` values, parsed into one JSON value per object.
 fn render(helm: &Helm, sets: &[&str]) -> Vec<Value> {
@@ -99,13 +46,6 @@ fn render(helm: &Helm, sets: &[&str]) -> Vec<Value> {
         args.extend(["--set", set]);
     }
     parse_documents(&helm.ok(&args))
-}
-
-fn parse_documents(yaml: &str) -> Vec<Value> {
-    serde_norway::Deserializer::from_str(yaml)
-        .map(|doc| Value::deserialize(doc).expect("rendered YAML parses"))
-        .filter(|v| !v.is_null())
-        .collect()
 }
 
 fn of_kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {

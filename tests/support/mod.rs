@@ -107,5 +107,6 @@ pub fn kubectl_kmsync(args: &[&str]) -> Output {
         .expect("run kubectl kmsync")
 }
 
+pub mod helm;
 pub mod rotation;
 pub mod sync;
