@@ -3,17 +3,9 @@
 # Follows docs/control-plane.md §6. Usage: controlplane.sh build|start|stop|env|restart-apiserver
 set -euo pipefail
 
-K8S_VERSION="${K8S_VERSION:-v1.34.10}"
-ETCD_VERSION="${ETCD_VERSION:-v3.6.5}"
-CACHE_ROOT="${KMSYNC_CP_CACHE:-$HOME/.cache/k8s-controlplane}"
-BIN_DIR="$CACHE_ROOT/bin/k8s-$K8S_VERSION-etcd-$ETCD_VERSION"
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STATE_DIR="${CP_STATE_DIR:-$REPO_ROOT/target/controlplane}"
 START_TIMEOUT="${CP_START_TIMEOUT:-120}"
-GO="${GO:-/usr/local/go/bin/go}"
-
-KUBECTL="${KUBECTL:-/usr/lib/google-cloud-sdk/bin/kubectl.1.33}"
-
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-modcacherw -buildvcs=false"
 
 log() { printf '[controlplane] %s\n' "$*" >&2; }
@@ -23,50 +15,9 @@ source "$REPO_ROOT/scripts/lib.sh"
 apiserver_bin() { echo "${TEST_ASSET_KUBE_APISERVER:-$BIN_DIR/kube-apiserver}"; }
 etcd_bin() { echo "${TEST_ASSET_ETCD:-$BIN_DIR/etcd}"; }
 
-require_go() {
-  if [ ! -x "$GO" ] && ! command -v "$GO" >/dev/null 2>&1; then
-    log "Go not found at $GO: kube-apiserver and etcd are built from the Go module proxy and need Go >= 1.24 (set GO=/path/to/go)"
-    exit 1
-  fi
-}
-
 build_apiserver() {
-  [ -x "$(apiserver_bin)" ] && return 0
-  require_go
-  local src="$CACHE_ROOT/src/kube-$K8S_VERSION" minor patch staging upstream_mod go_line godebug_line
-  minor="$(echo "$K8S_VERSION" | cut -d. -f2)"; patch="$(echo "$K8S_VERSION" | cut -d. -f3)"
-  local staging_version="v0.$minor.$patch"
-  mkdir -p "$src" "$BIN_DIR"
-  cd "$src"
-  log "resolving k8s.io/kubernetes@$K8S_VERSION"
-  upstream_mod="$("$GO" mod download -json "k8s.io/kubernetes@$K8S_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')"
-  staging="$(grep -oE '^\s*k8s\.io/[a-z0-9-]+ => \./staging/src/k8s\.io/[a-z0-9-]+' "$upstream_mod" | awk '{print $1}' | sort -u)"
-  go_line="$(grep -E '^go [0-9]' "$upstream_mod" | head -n1)"
-  godebug_line="$(grep -E '^godebug ' "$upstream_mod" | head -n1 || true)"
-  {
-    echo "module localbuild/kube-apiserver"
-    echo
-    echo "$go_line"
-    [ -n "$godebug_line" ] && echo "$godebug_line"
-    echo
-    echo "require k8s.io/kubernetes $K8S_VERSION"
-    echo
-    echo "replace ("
-    for m in $staging; do echo "	$m => $m $staging_version"; done
-    echo ")"
-    echo
-    echo "tool k8s.io/kubernetes/cmd/kube-apiserver"
-  } > go.mod
-  log "go mod tidy (kube-apiserver wrapper, $(echo "$staging" | wc -l) staging modules)"
-  "$GO" mod tidy
-  local x=""
-  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    x="$x -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
-  done
-  log "building kube-apiserver $K8S_VERSION (slow on a fresh machine)"
-  "$GO" build -trimpath -tags=selinux,notest,grpcnotrace -ldflags "-s -w$x" \
-    -o "$BIN_DIR/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver
-  mv "$BIN_DIR/kube-apiserver.tmp" "$BIN_DIR/kube-apiserver"
+  [ -n "${TEST_ASSET_KUBE_APISERVER:-}" ] && return 0
+  build_kube_commands "$CACHE_ROOT/src/kube-$K8S_VERSION" localbuild/kube-apiserver kube-apiserver
 }
 
 build_etcd() {
