@@ -103,7 +103,6 @@ apiVersion: v1
 kind: Pod
 metadata: {name: app}
 spec:
-  hostNetwork: true
   automountServiceAccountToken: false
   securityContext: {runAsNonRoot: true, runAsUser: 65532}
   containers:

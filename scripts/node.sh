@@ -14,13 +14,7 @@
 #            env files sourced, stop both
 set -euo pipefail
 
-K8S_VERSION="${K8S_VERSION:-v1.34.10}"
-ETCD_VERSION="${ETCD_VERSION:-v3.6.5}"
-CACHE_ROOT="${KMSYNC_CP_CACHE:-$HOME/.cache/k8s-controlplane}"
-BIN_DIR="$CACHE_ROOT/bin/k8s-$K8S_VERSION-etcd-$ETCD_VERSION"
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-GO="${GO:-/usr/local/go/bin/go}"
-KUBECTL="${KUBECTL:-/usr/lib/google-cloud-sdk/bin/kubectl.1.33}"
 NODE_NAME="${KMSYNC_NODE_NAME:-kmsync-node}"
 START_TIMEOUT="${NODE_START_TIMEOUT:-120}"
 NODE_COMPONENTS=(kubelet kube-controller-manager kube-scheduler)
@@ -37,55 +31,22 @@ source "$REPO_ROOT/scripts/lib.sh"
 
 # The state dir holds containerd's socket, so its path must stay short (see state_dir_for).
 STATE_DIR="${NODE_STATE_DIR:-$(state_dir_for node 60)}"
-# Nodes to start: 2 lets a two-replica Deployment with host networking spread over two addresses.
+# Nodes to start: 2 gives a two-replica Deployment two node addresses (127.0.0.1 and .2).
 NODE_COUNT="${KMSYNC_NODES:-1}"
 PAUSE_IMAGE="kmsync.local/pause:1"
 
 # --- build --------------------------------------------------------------------------------------
 
-# build_components: one wrapper module requiring k8s.io/kubernetes with the staging replaces (as
-# controlplane.sh does for the apiserver), one `go build` per command; the Go build cache is shared
-# with the apiserver's, so a warm machine pays only for what differs.
+# build_components: one wrapper module for the three (the Go build cache is shared with the
+# apiserver's, so a warm machine pays only for what differs).
 build_components() {
-  local missing=() name
-  for name in "${NODE_COMPONENTS[@]}"; do [ -x "$BIN_DIR/$name" ] || missing+=("$name"); done
-  [ "${#missing[@]}" -eq 0 ] && return 0
-  [ -x "$GO" ] || command -v "$GO" >/dev/null 2>&1 || die "Go not found at $GO (set GO=/path/to/go)"
-  local src="$CACHE_ROOT/src/kube-node-$K8S_VERSION" minor patch staging upstream_mod go_line godebug_line
-  minor="$(echo "$K8S_VERSION" | cut -d. -f2)"; patch="$(echo "$K8S_VERSION" | cut -d. -f3)"
-  mkdir -p "$src" "$BIN_DIR"
-  cd "$src"
-  upstream_mod="$("$GO" mod download -json "k8s.io/kubernetes@$K8S_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')"
-  staging="$(grep -oE '^\s*k8s\.io/[a-z0-9-]+ => \./staging/src/k8s\.io/[a-z0-9-]+' "$upstream_mod" | awk '{print $1}' | sort -u)"
-  go_line="$(grep -E '^go [0-9]' "$upstream_mod" | head -n1)"
-  godebug_line="$(grep -E '^godebug ' "$upstream_mod" | head -n1 || true)"
-  {
-    echo "module localbuild/kube-node"; echo; echo "$go_line"
-    [ -n "$godebug_line" ] && echo "$godebug_line"
-    echo; echo "require k8s.io/kubernetes $K8S_VERSION"; echo; echo "replace ("
-    for m in $staging; do echo "	$m => $m v0.$minor.$patch"; done
-    echo ")"; echo
-    for name in "${NODE_COMPONENTS[@]}"; do echo "tool k8s.io/kubernetes/cmd/$name"; done
-  } > go.mod
-  log "go mod tidy (node wrapper module)"
-  "$GO" mod tidy
-  local x=""
-  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    x="$x -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
-  done
-  for name in "${missing[@]}"; do
-    local started; started=$(date +%s)
-    log "building $name $K8S_VERSION (slow on a fresh machine)"
-    "$GO" build -trimpath -tags=selinux,notest,grpcnotrace -ldflags "-s -w$x" \
-      -o "$BIN_DIR/$name.tmp" "k8s.io/kubernetes/cmd/$name"
-    mv "$BIN_DIR/$name.tmp" "$BIN_DIR/$name"
-    log "$name built in $(( $(date +%s) - started ))s"
-  done
+  build_kube_commands "$CACHE_ROOT/src/kube-node-$K8S_VERSION" localbuild/kube-node "${NODE_COMPONENTS[@]}"
 }
 
 # build_pause: the sandbox image's program, a static binary that waits for SIGTERM/SIGINT.
 build_pause() {
   [ -x "$BIN_DIR/pause" ] && return 0
+  require_go
   local src="$CACHE_ROOT/src/pause"
   mkdir -p "$src" "$BIN_DIR"
   printf 'module localbuild/pause\n\ngo 1.24\n' > "$src/go.mod"
@@ -152,15 +113,69 @@ cp_env() {
   source "$env_file"
 }
 
+# write_network I: the node's network plugin. Every pod of this node runs in the host's network
+# namespace, whatever its spec says: the runtime (write_runtime) drops the network namespace from
+# each container, and the CNI plugin reports the node's own address (127.0.0.<i>) as the pod's IP.
+# So a pod reaches 127.0.0.x and nothing else, probes and Services' endpoints point at the node's
+# loopback address, and pods need no `hostNetwork: true`, which Pod Security "baseline" and
+# "restricted" refuse.
+write_network() {
+  local dir; dir="$(node_dir "$1")"
+  mkdir -p "$dir/cni/bin" "$dir/cni/conf"
+  ln -sf /usr/lib/cni/loopback "$dir/cni/bin/loopback"
+  cat > "$dir/cni/bin/kmsync-node-ip" <<'PLUGIN'
+#!/bin/sh
+# CNI plugin of kmsync's test node: the pod's IP is the node's address (nodeIP in the config).
+case "$CNI_COMMAND" in
+  ADD)
+    ip="$(/usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["nodeIP"])')"
+    printf '{"cniVersion":"1.0.0","interfaces":[{"name":"%s","sandbox":"%s"}],"ips":[{"address":"%s/32","interface":0}]}\n' \
+      "$CNI_IFNAME" "$CNI_NETNS" "$ip" ;;
+  VERSION) printf '{"cniVersion":"1.0.0","supportedVersions":["0.4.0","1.0.0"]}\n' ;;
+  *) cat >/dev/null ;;
+esac
+PLUGIN
+  chmod 755 "$dir/cni/bin/kmsync-node-ip"
+  cat > "$dir/cni/conf/10-kmsync-node-ip.conflist" <<CNI
+{"cniVersion": "1.0.0", "name": "kmsync-node-ip", "plugins": [{"type": "kmsync-node-ip", "nodeIP": "$(node_ip "$1")"}]}
+CNI
+}
+
+# write_runtime I: runc, but without a network namespace for any container (see write_network).
+write_runtime() {
+  local dir; dir="$(node_dir "$1")"
+  cat > "$dir/runc" <<'RUNC'
+#!/bin/sh
+# runc for kmsync's test node: containers join the node's network namespace.
+bundle=""
+prev=""
+for arg in "$@"; do
+  case "$prev" in --bundle|-b) bundle="$arg" ;; esac
+  case "$arg" in --bundle=*) bundle="${arg#--bundle=}" ;; esac
+  prev="$arg"
+done
+if [ -n "$bundle" ] && [ -f "$bundle/config.json" ]; then
+  /usr/bin/python3 - "$bundle/config.json" <<'PY'
+import json, sys
+path = sys.argv[1]
+with open(path) as f:
+    spec = json.load(f)
+linux = spec.get("linux", {})
+linux["namespaces"] = [n for n in linux.get("namespaces", []) if n.get("type") != "network"]
+with open(path, "w") as f:
+    json.dump(spec, f)
+PY
+fi
+exec runc "$@"
+RUNC
+  chmod 755 "$dir/runc"
+}
+
 write_containerd_config() {
   local dir sock; dir="$(node_dir "$1")"; sock="$(node_sock "$1")"
-  mkdir -p "$dir/containerd" "$dir/cni"
-  # Loopback only: a pod that does not use host networking gets no interface but `lo`, so it can
-  # reach nothing at all (and containerd reports it has no IP, so it never starts). The file still
-  # makes the runtime's network "ready", which the node needs to take pods.
-  cat > "$dir/cni/10-loopback.conflist" <<'CNI'
-{"cniVersion": "1.0.0", "name": "kmsync-loopback-only", "plugins": [{"type": "loopback"}]}
-CNI
+  mkdir -p "$dir/containerd"
+  write_network "$1"
+  write_runtime "$1"
   cat > "$dir/containerd/config.toml" <<TOML
 version = 2
 root = "$dir/containerd/root"
@@ -178,6 +193,8 @@ state = "$dir/containerd/state"
   # The VM has no CAP_SYS_RESOURCE: without this runc fails every sandbox.
   restrict_oom_score_adj = true
   enable_selinux = false
+  # Pod network namespaces under our state dir (not /run/netns), so stop can unmount them.
+  netns_mounts_under_state_dir = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
@@ -185,9 +202,10 @@ state = "$dir/containerd/state"
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
+        BinaryName = "$dir/runc"
   [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "$dir/cni"
+    bin_dir = "$dir/cni/bin"
+    conf_dir = "$dir/cni/conf"
 TOML
 }
 

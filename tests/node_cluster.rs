@@ -15,13 +15,13 @@ use std::path::PathBuf;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
 use kmsync::crd::ManagedSecret;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use sha2::Digest as _;
-use support::helm::{Helm, chart, parse_documents};
-use support::rotation::{annotate, create_role, pg_env, rotation_condition};
+use support::helm::{Helm, chart};
+use support::rotation::{annotate, pg_env, postgres_rotation_start, rotation_condition};
 use support::sync::{SyncEnv, wait_for};
 use support::{describe, kubectl};
 
@@ -127,10 +127,10 @@ fn sha(text: &str) -> String {
     hex::encode(sha2::Sha256::digest(text.as_bytes()))[..16].to_string()
 }
 
-/// Values that make the chart run on these nodes: the imported image, host networking (pods
-/// reach only 127.0.0.x here), the admin server on the pod's (= node's) address so two replicas
-/// fit, and the apiserver given as 127.0.0.1 explicitly instead of the ClusterIP.
-/// Each as `[flag, value]`.
+/// Values that make the chart run on these nodes, each as `[flag, value]`: the imported image;
+/// the admin server on the pod's address (the node's 127.0.0.x: pods share the machine's network
+/// namespace here, see scripts/node.sh) so two replicas fit; the apiserver given as 127.0.0.1
+/// explicitly instead of the ClusterIP. Nothing else differs from the defaults.
 fn node_values(node: &Node, admin_port: u16) -> Vec<[String; 2]> {
     let port = &node.api_port;
     vec![
@@ -138,7 +138,11 @@ fn node_values(node: &Node, admin_port: u16) -> Vec<[String; 2]> {
         ["--set".into(), "image.tag=dev".into()],
         ["--set".into(), "image.pullPolicy=Never".into()],
         ["--set".into(), "replicaCount=2".into()],
-        ["--set".into(), "hostNetwork=true".into()],
+        // One replica per node: both share the node's network namespace on one machine.
+        [
+            "--set-json".into(),
+            r#"affinity={"podAntiAffinity":{"requiredDuringSchedulingIgnoredDuringExecution":[{"labelSelector":{"matchLabels":{"app.kubernetes.io/name":"kmsync"}},"topologyKey":"kubernetes.io/hostname"}]}}"#.into(),
+        ],
         ["--set".into(), "adminBindAddress=$(POD_IP)".into()],
         ["--set".into(), format!("adminPort={admin_port}")],
         [
@@ -187,69 +191,29 @@ async fn label_namespace(client: &kube::Client, name: &str, labels: Value) {
         .expect("label namespace");
 }
 
-/// The chart's pod, exactly as `helm template` renders it with the default values, is admitted by
-/// the real PodSecurity admission of a namespace enforcing "restricted"; the same pod with host
-/// networking (which this test bed needs) is refused there, so the check is live.
-async fn restricted_pod_security_admits_the_chart_pod(client: &kube::Client, helm: &Helm) {
-    let namespace = support::fresh_namespace(client, "pss").await;
-    label_namespace(
-        client,
-        &namespace,
-        json!({"pod-security.kubernetes.io/enforce": "restricted",
-        "pod-security.kubernetes.io/enforce-version": "latest"}),
+/// PodSecurity "restricted" is live in the release namespace: the installed operator pods were
+/// admitted there, and the same pod with host networking is refused (dry run).
+async fn pod_security_is_enforced(client: &kube::Client, namespace: &str) {
+    let deployment = Api::<Deployment>::namespaced(client.clone(), namespace)
+        .get(RELEASE)
+        .await
+        .expect("installed Deployment");
+    let mut spec =
+        serde_json::to_value(deployment.spec.expect("spec").template.spec).expect("pod spec");
+    spec["hostNetwork"] = json!(true);
+    let pod: Pod = serde_json::from_value(
+        json!({"metadata": {"name": "kmsync-host-network-check"}, "spec": spec}),
     )
-    .await;
-    let rendered = parse_documents(&helm.ok(&[
-        "template",
-        RELEASE,
-        &chart(),
-        "--namespace",
-        &namespace,
-        "--set",
-        &format!("image.repository={KMSYNC_IMAGE}"),
-        "--set",
-        "image.tag=dev",
-    ]));
-    let deployment = rendered
-        .iter()
-        .find(|o| o["kind"] == "Deployment")
-        .expect("Deployment");
-    let spec = deployment["spec"]["template"]["spec"].clone();
-    let account = spec["serviceAccountName"]
-        .as_str()
-        .expect("serviceAccountName")
-        .to_string();
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &namespace);
-    let _ = accounts
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": account}})).unwrap(),
-        )
-        .await;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+    .unwrap();
     let dry_run = PostParams {
         dry_run: true,
         ..Default::default()
     };
-    let pod = |spec: Value| -> Pod {
-        serde_json::from_value(
-            json!({"metadata": {"name": "kmsync-restricted-check"}, "spec": spec}),
-        )
-        .unwrap()
-    };
-    pods.create(&dry_run, &pod(spec.clone()))
-        .await
-        .expect("PodSecurity 'restricted' admits the chart's pod");
-    let mut host_network = spec;
-    host_network["hostNetwork"] = json!(true);
-    let refused = pods
-        .create(&dry_run, &pod(host_network))
+    let refused = Api::<Pod>::namespaced(client.clone(), namespace)
+        .create(&dry_run, &pod)
         .await
         .expect_err("restricted refuses host networking");
     assert!(refused.to_string().contains("hostNetwork"), "{refused}");
-    println!(
-        "pod security: the chart's pod is admitted under enforce=restricted (real PodSecurity admission, dry run)"
-    );
 }
 
 /// Pods matching `selector` that are Ready and not being deleted, except those in `not`.
@@ -420,7 +384,7 @@ fn kms_writes(env: &SyncEnv) -> u64 {
 
 /// The application: one container logs in to PostgreSQL with the password file it mounts each
 /// time the file changes and logs a short digest of what it used; one reads the user name
-/// through `env`. Host networking: PostgreSQL is on 127.0.0.1.
+/// through `env`. PostgreSQL is on 127.0.0.1, which the node's pods reach.
 fn app_deployment(role: &str, secret: &str) -> Deployment {
     let (_, port, _, _) = pg_env();
     let script = r#"last=""
@@ -443,7 +407,7 @@ done"#;
         "metadata": {"name": "app"},
         "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "app"}},
             "template": {"metadata": {"labels": {"app": "app"}}, "spec": {
-                "hostNetwork": true, "automountServiceAccountToken": false, "terminationGracePeriodSeconds": 1,
+                "automountServiceAccountToken": false, "terminationGracePeriodSeconds": 1,
                 "containers": [
                     {"name": "reader", "image": APP_IMAGE, "imagePullPolicy": "Never", "args": ["-c", script],
                      "env": [{"name": "PGHOST", "value": "127.0.0.1"}, {"name": "PGPORT", "value": port.to_string()},
@@ -496,7 +460,8 @@ async fn wait_login(node: &Node, namespace: &str, password: &str) {
     .await;
 }
 
-/// Deletes the leader pod; the other replica takes the Lease. Returns the new leader's name.
+/// Deletes the leader pod; another replica takes the Lease (the standby, or the Deployment's
+/// replacement pod when it is quicker). Returns the new leader's name.
 async fn fail_over(client: &kube::Client, namespace: &str) -> String {
     let old = leader(client, namespace).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
@@ -570,27 +535,15 @@ async fn wait_synced(env: &SyncEnv, name: &str) {
 /// an operator failover; the replica that takes over after the leader pod is deleted rotates
 /// again and no KMS write happens twice.
 async fn rotation_reaches_the_application(env: &SyncEnv, node: &Node, release_ns: &str) {
-    let (host, port, admin, admin_password) = pg_env();
     let role = format!("app_{}", &env.namespace[env.namespace.len() - 8..]);
     let first = format!("first-{}", uuid::Uuid::new_v4().simple());
-    create_role(&role, &first).await;
-    env.apply(
-        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "pg-admin"},
-        "stringData": {"username": admin, "password": admin_password}}),
-    )
-    .await;
-    env.create_kms_secret(
-        "app_cred",
-        "v1",
-        &format!(r#"{{"uname":"{role}","pwd":"{first}"}}"#),
-    )
-    .await;
+    let register = postgres_rotation_start(env, "app_cred", &role, &first).await;
     env.apply_managed_secret("app-cred", "app_cred", json!({
         "data": [{"key": "username", "property": "uname"}, {"key": "password", "property": "pwd"}],
         "rotation": {"interval": "720h", "minInterval": "1s", "strategy": "Staged", "pendingStage": "MyPendingLabel",
             "generate": {"password": {"length": 24, "excludePunctuation": true},
                          "template": "{\"uname\":\"{{ current.uname }}\",\"pwd\":\"{{ password }}\"}"},
-            "register": {"postgres": {"host": host, "port": port, "sslMode": "disable", "adminSecretRef": {"name": "pg-admin"}}}},
+            "register": register},
         "rolloutRestart": [{"kind": "Deployment", "name": "app"}]})).await;
     wait_synced(env, "app-cred").await;
     println!(
@@ -816,10 +769,19 @@ async fn kmsync_as_a_pod_with_an_application_that_mounts_its_secret() {
     let helm = Helm::new();
     let env = SyncEnv::without_operator("app").await;
     let client = env.client.clone();
-    restricted_pod_security_admits_the_chart_pod(&client, &helm).await;
-
     let release_ns = support::fresh_namespace(&client, "kmsync-system").await;
+    label_namespace(
+        &client,
+        &release_ns,
+        json!({"pod-security.kubernetes.io/enforce": "restricted",
+               "pod-security.kubernetes.io/enforce-version": "latest"}),
+    )
+    .await;
     install_operator(&client, &helm, &node, &release_ns).await;
+    pod_security_is_enforced(&client, &release_ns).await;
+    println!(
+        "pod security: both operator pods admitted in {release_ns}, which enforces 'restricted' (host networking is refused there)"
+    );
     rotation_reaches_the_application(&env, &node, &release_ns).await;
     garbage_collector_follows_the_deletion_policy(&env).await;
     uninstall_and_crd_deletion_keep_retained_secrets(&env, &helm, &release_ns).await;
