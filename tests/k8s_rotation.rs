@@ -9,8 +9,8 @@ mod support;
 use kmsync::emulator::{ErrorRule, FaultConfig};
 use serde_json::{Value, json};
 use support::rotation::{
-    annotate, create_role, current, hook, pg_env, pg_login, rotation_condition, stages_of,
-    versions, wait_rotation,
+    annotate, create_role, current, hook, pg_env, pg_login, postgres_rotation_start,
+    rotation_condition, stages_of, versions, wait_rotation,
 };
 use support::sync::{Operator, SyncEnv, wait_for};
 
@@ -368,21 +368,13 @@ async fn crash_case(setup: Setup, point: &str) {
                 "generate": {"template": "{\"pwd\":\"{{ password }}\"}"}}, "data": [{"key": "password", "property": "pwd"}]})).await;
         }
         Setup::StagedPostgres => {
-            let (host, port, admin, admin_password) = pg_env();
-            create_role(&role, &first).await;
-            env.apply(
-                json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "pg-admin"},
-                "stringData": {"username": admin, "password": admin_password}}),
-            )
-            .await;
-            env.create_kms_secret(
+            let register = postgres_rotation_start(&env, "db_cred", &role, &first).await;
+            env.apply_managed_secret(
+                "db",
                 "db_cred",
-                "v1",
-                &format!(r#"{{"uname":"{role}","pwd":"{first}"}}"#),
+                managed(json!({"strategy": "Staged", "register": register})),
             )
             .await;
-            env.apply_managed_secret("db", "db_cred", managed(json!({"strategy": "Staged",
-                "register": {"postgres": {"host": host, "port": port, "sslMode": "disable", "adminSecretRef": {"name": "pg-admin"}}}}))).await;
         }
         Setup::Immediate | Setup::StagedWebhook | Setup::RefusedWebhook => {
             env.create_kms_secret("db_cred", "v1", r#"{"uname":"alice","pwd":"first"}"#)
@@ -549,26 +541,20 @@ async fn crash_while_aborting_a_refused_rotation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn staged_rotation_with_postgres_like_the_walkthrough() {
     let env = SyncEnv::start("rot-pg").await;
-    let (host, port, admin, admin_password) = pg_env();
     let role = format!("app_{}", &env.namespace[env.namespace.len() - 8..]);
     let first = format!("first-{}", uuid::Uuid::new_v4().simple());
-    create_role(&role, &first).await;
+    let register = postgres_rotation_start(&env, "db_cred", &role, &first).await;
     pg_login(&role, &first)
         .await
         .expect("the role logs in with its first password");
-    env.apply(
-        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "pg-admin"},
-        "stringData": {"username": admin, "password": admin_password}}),
-    )
-    .await;
-    env.create_kms_secret(
+    env.apply_managed_secret(
+        "db",
         "db_cred",
-        "v1",
-        &format!(r#"{{"uname":"{role}","pwd":"{first}"}}"#),
+        managed(
+            json!({"strategy": "Staged", "pendingStage": "MyPendingLabel", "register": register}),
+        ),
     )
     .await;
-    env.apply_managed_secret("db", "db_cred", managed(json!({"strategy": "Staged", "pendingStage": "MyPendingLabel",
-        "register": {"postgres": {"host": host, "port": port, "sslMode": "disable", "adminSecretRef": {"name": "pg-admin"}}}}))).await;
     wait_for("first sync", 60, || async {
         env.secret_data("db")
             .await

@@ -115,6 +115,31 @@ pub async fn create_role(role: &str, password: &str) {
         .unwrap();
 }
 
+/// What a Staged rotation through PostgreSQL starts from: the login role `role` with password
+/// `first`, the admin login Secret `pg-admin` in the test namespace, and KMS secret `kms_name`
+/// v1 holding `{"uname": role, "pwd": first}`. Returns the matching `register` block.
+pub async fn postgres_rotation_start(
+    env: &SyncEnv,
+    kms_name: &str,
+    role: &str,
+    first: &str,
+) -> Value {
+    let (host, port, admin, admin_password) = pg_env();
+    create_role(role, first).await;
+    env.apply(
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "pg-admin"},
+        "stringData": {"username": admin, "password": admin_password}}),
+    )
+    .await;
+    env.create_kms_secret(
+        kms_name,
+        "v1",
+        &format!(r#"{{"uname":"{role}","pwd":"{first}"}}"#),
+    )
+    .await;
+    json!({"postgres": {"host": host, "port": port, "sslMode": "disable", "adminSecretRef": {"name": "pg-admin"}}})
+}
+
 /// Admin connection settings of the test database (`scripts/postgres.sh run …` exports them).
 pub fn pg_env() -> (String, u16, String, String) {
     let var = |name: &str| {
