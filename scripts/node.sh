@@ -104,7 +104,8 @@ node_name() { if [ "$1" -eq 1 ]; then echo "$NODE_NAME"; else echo "$NODE_NAME-$
 node_ip() { echo "127.0.0.$1"; }
 node_dir() { echo "$STATE_DIR/n$1"; }
 node_sock() { echo "$STATE_DIR/n$1/containerd/containerd.sock"; }
-node_cgroup_root() { echo "/$(node_name "$1")"; }
+# Keyed by the state dir too, so two checkouts' nodes on one machine never share cgroups.
+node_cgroup_root() { echo "/kmsync-$(printf '%s' "$STATE_DIR" | sha256sum | cut -c1-8)-n$1"; }
 
 cp_env() {
   local env_file; env_file="$("$REPO_ROOT/scripts/controlplane.sh" env)"

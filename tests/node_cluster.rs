@@ -656,6 +656,63 @@ async fn rotate_once(
     password
 }
 
+/// Phase: a data key, label or annotation dropped from the spec is gone from the Secret at the
+/// next reconcile, with no new KMS version.
+async fn removed_fields_leave_the_secret(env: &SyncEnv) {
+    env.create_kms_secret("exact_cred", "v1", r#"{"a":"1","b":"2"}"#)
+        .await;
+    let spec = |keys: &[&str], target: Value| {
+        let data: Vec<Value> = keys
+            .iter()
+            .map(|k| json!({"key": k, "property": k}))
+            .collect();
+        json!({"data": data, "target": target})
+    };
+    env.apply_managed_secret(
+        "exact",
+        "exact_cred",
+        spec(
+            &["a", "b"],
+            json!({"labels": {"team": "a"}, "annotations": {"note": "x"}}),
+        ),
+    )
+    .await;
+    wait_synced(env, "exact").await;
+    let has = |secret: &Secret| {
+        let data = secret.data.clone().unwrap_or_default();
+        let meta = &secret.metadata;
+        [
+            data.contains_key("b"),
+            meta.labels.as_ref().is_some_and(|l| l.contains_key("team")),
+            meta.annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key("note")),
+        ]
+    };
+    let secret = env.secrets().get("exact").await.expect("Secret exact");
+    assert_eq!(has(&secret), [true; 3]);
+    env.apply_managed_secret("exact", "exact_cred", spec(&["a"], json!({})))
+        .await;
+    let secret = wait_for(
+        "the dropped key, label and annotation to go",
+        60,
+        || async {
+            let secret = env.secrets().get("exact").await.ok()?;
+            (has(&secret) == [false; 3]).then_some(secret)
+        },
+    )
+    .await;
+    let annotations = secret.metadata.annotations.unwrap_or_default();
+    assert_eq!(
+        annotations["kmsync.io/kms-version-id"], "v1",
+        "no new KMS version"
+    );
+    assert!(secret.data.unwrap_or_default().contains_key("a"));
+    println!(
+        "exactness: removed key 'b', label 'team' and annotation 'note' gone from Secret exact (still KMS v1)"
+    );
+}
+
 /// Phase: `deletionPolicy: Delete` lets the garbage collector delete the Secret with its
 /// ManagedSecret; `Retain`, also after a switch from `Delete`, keeps it.
 async fn garbage_collector_follows_the_deletion_policy(env: &SyncEnv) {
@@ -783,6 +840,7 @@ async fn kmsync_as_a_pod_with_an_application_that_mounts_its_secret() {
         "pod security: both operator pods admitted in {release_ns}, which enforces 'restricted' (host networking is refused there)"
     );
     rotation_reaches_the_application(&env, &node, &release_ns).await;
+    removed_fields_leave_the_secret(&env).await;
     garbage_collector_follows_the_deletion_policy(&env).await;
     uninstall_and_crd_deletion_keep_retained_secrets(&env, &helm, &release_ns).await;
 }
