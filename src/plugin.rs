@@ -279,8 +279,15 @@ async fn versions(
     let store = stores::resolve(client, found)
         .await
         .map_err(|e| e.to_string())?;
-    // The same endpoint allow-list as the operator's (`KMSYNC_ALLOWED_ENDPOINT_HOSTS`).
-    let mut settings = KmsSourceSettings::default();
+    // The same endpoint allow-list and identity rule as the operator's
+    // (`KMSYNC_ALLOWED_ENDPOINT_HOSTS`, `KMSYNC_ALLOW_NAMESPACED_OPERATOR_IDENTITY`).
+    let mut settings = KmsSourceSettings {
+        allow_namespaced_operator_identity: std::env::var(
+            "KMSYNC_ALLOW_NAMESPACED_OPERATOR_IDENTITY",
+        )
+        .is_ok_and(|v| v == "true"),
+        ..KmsSourceSettings::default()
+    };
     if let Ok(list) = std::env::var("KMSYNC_ALLOWED_ENDPOINT_HOSTS") {
         settings.endpoint_policy = crate::controller::endpoint_policy::EndpointPolicy::parse(&list)
             .map_err(|e| format!("KMSYNC_ALLOWED_ENDPOINT_HOSTS: {e}"))?;

@@ -13,6 +13,10 @@ use serde_json::{Value, json};
 use support::rotation::{annotate, versions};
 use support::sync::{ACCESS_KEY_ID, ACCESS_KEY_SECRET, Operator, SyncEnv, wait_for};
 
+/// One test at a time: every operator checks every ClusterSecretStore, and one without the
+/// operator identity a store relies on would mark it failed for the test that owns it.
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// `(status, reason, message)` of the Ready condition of ManagedSecret `name`.
 async fn ready(env: &SyncEnv, name: &str) -> Option<(String, String, String)> {
     let ms = env.managed_secrets().get(name).await.ok()?;
@@ -78,6 +82,7 @@ fn suffix(env: &SyncEnv) -> &str {
 
 #[tokio::test]
 async fn a_store_of_another_namespace_is_invisible() {
+    let _turn = TURN.lock().await;
     let env = SyncEnv::start("tenant-store").await;
     env.create_kms_secret("allowed", "v1", "ok").await;
     let other = support::fresh_namespace(&env.client, "tenant-store-other").await;
@@ -102,6 +107,7 @@ async fn a_store_of_another_namespace_is_invisible() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_and_service_accounts_of_another_namespace_are_refused_at_admission() {
+    let _turn = TURN.lock().await;
     let env = SyncEnv::start("tenant-creds").await;
     let url = env.emulator.base_url();
     let stderr = kubectl_refuses(
@@ -138,6 +144,7 @@ async fn credentials_and_service_accounts_of_another_namespace_are_refused_at_ad
 
 #[tokio::test]
 async fn a_namespace_outside_a_cluster_store_conditions_is_refused() {
+    let _turn = TURN.lock().await;
     let env = SyncEnv::start("tenant-conditions").await;
     env.create_kms_secret("allowed", "v1", "ok").await;
     let closed = format!("closed-{}", suffix(&env));
@@ -155,6 +162,7 @@ async fn a_namespace_outside_a_cluster_store_conditions_is_refused() {
 
 #[tokio::test]
 async fn a_secret_name_outside_a_cluster_store_allow_list_is_refused() {
+    let _turn = TURN.lock().await;
     let env = SyncEnv::start("tenant-allowlist").await;
     env.create_kms_secret("allowed", "v1", "ok").await;
     env.create_kms_secret("forbidden", "v1", "no").await;
@@ -173,6 +181,7 @@ async fn a_secret_name_outside_a_cluster_store_allow_list_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_account_tokens_are_never_written() {
+    let _turn = TURN.lock().await;
     let env = SyncEnv::start("tenant-sa-token").await;
     env.create_kms_secret("db", "v1", "value").await;
     let spec = json!({"apiVersion": "kmsync.io/v1alpha1", "kind": "ManagedSecret", "metadata": {"name": "as-token"},
@@ -211,6 +220,7 @@ async fn service_account_tokens_are_never_written() {
 
 #[tokio::test]
 async fn the_operators_own_secrets_are_never_written() {
+    let _turn = TURN.lock().await;
     let env = SyncEnv::start("tenant-own").await;
     env.create_kms_secret("db", "v1", "attacker-chosen").await;
     // A second store's credentials, a rotation's database admin login, Helm's release state.
@@ -316,6 +326,7 @@ async fn store_ready_reason(env: &SyncEnv, name: &str) -> Option<(String, String
 
 #[tokio::test]
 async fn an_endpoint_outside_the_allow_list_gets_no_request() {
+    let _turn = TURN.lock().await;
     let mut env = SyncEnv::without_operator("tenant-endpoint").await;
     env.create_kms_secret("db", "v1", "value").await;
     // This operator allows Alibaba Cloud only, so even a loopback endpoint is off limits; the
@@ -377,6 +388,7 @@ async fn an_endpoint_outside_the_allow_list_gets_no_request() {
 
 #[tokio::test]
 async fn templates_and_properties_cannot_reach_other_objects() {
+    let _turn = TURN.lock().await;
     let env = SyncEnv::start("tenant-template").await;
     env.create_kms_secret("mine", "v1", r#"{"pwd":"mine"}"#)
         .await;
@@ -420,4 +432,159 @@ async fn templates_and_properties_cannot_reach_other_objects() {
         env.secret_data("template").await.is_none(),
         "nothing synced"
     );
+}
+
+/// A JWT-shaped projected ServiceAccount token for the audience STS expects (the emulator checks
+/// shape, audience and expiry without a JWKS), as the operator's own RRSA token file.
+fn operator_token_file(dir: &std::path::Path) -> std::path::PathBuf {
+    use base64::Engine as _;
+    let enc = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let now = jiff::Timestamp::now().as_second();
+    let token = format!(
+        "{}.{}.c2lnbmF0dXJl",
+        enc(json!({"alg": "RS256", "kid": "test"})),
+        enc(
+            json!({"aud": ["sts.aliyuncs.com"], "exp": now + 3600, "iat": now,
+                   "iss": "https://oidc.example/c0ffee",
+                   "sub": "system:serviceaccount:kmsync-system:kmsync"})
+        )
+    );
+    let path = dir.join("operator-token");
+    std::fs::write(&path, token).expect("write token");
+    path
+}
+
+/// The three ways a store can use the operator's own identity, and AssumeRole chained on one.
+fn operator_identities() -> Vec<(&'static str, Value)> {
+    let rrsa = json!({"roleArn": "acs:ram::1234567890:role/operator",
+                      "oidcProviderArn": "acs:ram::1234567890:oidc-provider/ack-rrsa"});
+    vec![
+        ("default", json!({"default": {}})),
+        ("ecs", json!({"ecsRamRole": {}})),
+        ("rrsa", json!({"rrsa": rrsa})),
+        (
+            "ecs-assume",
+            json!({"ecsRamRole": {}, "assumeRole": {"roleArn": "acs:ram::1234567890:role/other"}}),
+        ),
+    ]
+}
+
+/// An operator whose environment carries an identity of its own, three ways: AccessKey variables
+/// for the default chain, the emulator as metadata service, and an RRSA token file.
+fn operator_with_identity(env: &SyncEnv, token: &std::path::Path, extra: &[&str]) -> Operator {
+    let base = env.emulator.base_url();
+    let mut args = vec!["--metadata-base", base.as_str()];
+    args.extend_from_slice(extra);
+    Operator::start_with_env(
+        &env.namespace,
+        "info,kmsync=debug",
+        &args,
+        &[
+            ("ALIBABA_CLOUD_ACCESS_KEY_ID", ACCESS_KEY_ID),
+            ("ALIBABA_CLOUD_ACCESS_KEY_SECRET", ACCESS_KEY_SECRET),
+            (
+                "ALIBABA_CLOUD_OIDC_TOKEN_FILE",
+                token.to_str().expect("utf-8 path"),
+            ),
+        ],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_cluster_stores_act_as_the_operator_unless_the_operator_allows_it() {
+    let _turn = TURN.lock().await;
+    let mut env = SyncEnv::without_operator("tenant-identity").await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let token = operator_token_file(dir.path());
+    env.operator = Some(operator_with_identity(&env, &token, &[]));
+    env.create_kms_secret("db", "v1", "operator-readable").await;
+    for (name, auth) in operator_identities() {
+        env.apply(store(
+            &format!("own-{name}"),
+            &env.emulator.base_url(),
+            auth,
+        ))
+        .await;
+        env.apply_managed_secret(
+            &format!("via-{name}"),
+            "db",
+            json!({"storeRef": {"name": format!("own-{name}")}}),
+        )
+        .await;
+    }
+    for (name, _) in operator_identities() {
+        let (_, message) = wait_for(&format!("store own-{name} refused"), 60, || async {
+            store_ready_reason(&env, &format!("own-{name}"))
+                .await
+                .filter(|(reason, _)| reason == "OperatorIdentityNotAllowed")
+        })
+        .await;
+        assert!(
+            message.contains("ClusterSecretStore")
+                && message.contains("--allow-namespaced-operator-identity"),
+            "{message}"
+        );
+        let (status, _, _) = wait_for(&format!("via-{name} refused"), 60, || async {
+            ready(&env, &format!("via-{name}"))
+                .await
+                .filter(|(status, _, _)| status == "False")
+        })
+        .await;
+        assert_eq!(status, "False");
+        assert!(env.secret_data(&format!("via-{name}")).await.is_none());
+    }
+    // Refused before a single request: no credentials were fetched, no secret was read.
+    assert_eq!(env.calls("GetSecretValue"), 0);
+    assert_eq!(env.calls("AssumeRoleWithOIDC") + env.calls("AssumeRole"), 0);
+
+    // A cluster admin's ClusterSecretStore may act as the operator (bounded by its conditions).
+    let clusters: Api<ClusterSecretStore> = Api::all(env.client.clone());
+    for (name, auth) in operator_identities() {
+        let store_name = format!("operator-{name}-{}", suffix(&env));
+        let object = json!({"apiVersion": "kmsync.io/v1alpha1", "kind": "ClusterSecretStore",
+            "metadata": {"name": store_name},
+            "spec": {"regionId": "cn-hangzhou", "endpoint": env.emulator.base_url(), "auth": auth,
+                     "conditions": [{"namespaces": [env.namespace]}]}});
+        clusters
+            .patch(
+                &store_name,
+                &PatchParams::apply("kmsync-test").force(),
+                &Patch::Apply(&object),
+            )
+            .await
+            .unwrap();
+        env.apply_managed_secret(
+            &format!("cluster-{name}"),
+            "db",
+            json!({"storeRef": {"name": store_name, "kind": "ClusterSecretStore"}}),
+        )
+        .await;
+    }
+    for (name, _) in operator_identities() {
+        wait_ready(&env, &format!("cluster-{name}"), "True", "Synced").await;
+    }
+
+    // With the flag (a single-tenant cluster), the namespaced stores are accepted too.
+    env.operator = None;
+    env.operator = Some(operator_with_identity(
+        &env,
+        &token,
+        &["--allow-namespaced-operator-identity"],
+    ));
+    for (name, _) in operator_identities() {
+        env.force_sync(&format!("via-{name}")).await;
+        wait_ready(&env, &format!("via-{name}"), "True", "Synced").await;
+    }
+    assert_eq!(
+        env.secret_data("via-default").await.unwrap()["value"],
+        "operator-readable"
+    );
+    for (name, _) in operator_identities() {
+        let _ = clusters
+            .delete(
+                &format!("operator-{name}-{}", suffix(&env)),
+                &Default::default(),
+            )
+            .await;
+    }
 }

@@ -9,6 +9,7 @@ use futures::future::BoxFuture;
 
 use crate::controller::endpoint_policy::EndpointPolicy;
 use crate::controller::error::SourceError;
+use crate::controller::identity;
 use crate::controller::rate_limit::RateLimiter;
 use crate::controller::source::{ResolvedStore, SecretSource, SourceFactory, StoreCredentials};
 use crate::crd::rotation::{CreateIfMissing, PasswordSpec};
@@ -47,6 +48,9 @@ pub struct KmsSourceSettings {
     pub endpoint_policy: EndpointPolicy,
     /// Whole-request timeout of one KMS or STS attempt; `None`: the client default (30 s).
     pub request_timeout: Option<std::time::Duration>,
+    /// Namespaced stores may use the operator's own identity
+    /// (`--allow-namespaced-operator-identity`, for single-tenant clusters).
+    pub allow_namespaced_operator_identity: bool,
 }
 
 /// Builds one client per store and rebuilds it when the store or its credentials change.
@@ -217,6 +221,7 @@ impl KmsSourceFactory {
 impl KmsSourceFactory {
     /// A client for `store` outside the controller (the kubectl plugin's `versions`).
     pub fn client(&self, store: &ResolvedStore) -> Result<Arc<KmsClient>, SourceError> {
+        identity::check(store, self.settings.allow_namespaced_operator_identity)?;
         self.check_endpoint(store)?;
         self.build(store)
             .map(|source| source.client)
@@ -232,6 +237,7 @@ impl SourceFactory for KmsSourceFactory {
         {
             return Ok(source.clone());
         }
+        identity::check(store, self.settings.allow_namespaced_operator_identity)?;
         self.check_endpoint(store)?;
         let source = Arc::new(self.build(store).map_err(|e| source_error(&e, None))?);
         clients.insert(store.key.clone(), (store.clone(), source.clone()));

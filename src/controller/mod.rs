@@ -4,6 +4,7 @@
 pub mod endpoint_policy;
 pub mod error;
 pub mod fetch;
+pub mod identity;
 pub mod kms_source;
 pub mod managed_fields;
 pub mod rate_limit;

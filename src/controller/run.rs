@@ -315,6 +315,12 @@ pub struct RunArgs {
     /// elsewhere is refused with EndpointNotAllowed before any request is sent.
     #[arg(long, env = "KMSYNC_ALLOWED_ENDPOINT_HOSTS", default_value = crate::controller::endpoint_policy::DEFAULT_ALLOWED_HOSTS)]
     pub allowed_endpoint_hosts: String,
+    /// Let namespaced SecretStores use the operator's own identity (the default credential chain,
+    /// the ECS RAM role, RRSA without serviceAccountRef, and AssumeRole on top of these). Off: only
+    /// ClusterSecretStores may, and such a SecretStore is OperatorIdentityNotAllowed. For
+    /// single-tenant clusters.
+    #[arg(long, env = "KMSYNC_ALLOW_NAMESPACED_OPERATOR_IDENTITY")]
+    pub allow_namespaced_operator_identity: bool,
     /// Timeout of one KMS or STS request attempt, in seconds; a slower answer counts as a failed
     /// attempt (retried within the client's retry policy, then `KmsUnavailable`).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
@@ -396,6 +402,7 @@ impl RunArgs {
                 )
                 .map_err(|e| format!("--allowed-endpoint-hosts: {e}"))?,
                 request_timeout: Some(std::time::Duration::from_secs(self.kms_timeout_secs)),
+                allow_namespaced_operator_identity: self.allow_namespaced_operator_identity,
             },
             instance: self.instance.clone(),
             leader: self.leader_elect.then(|| {

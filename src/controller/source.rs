@@ -6,6 +6,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 
 use crate::controller::error::SourceError;
+use crate::crd::managed_secret::StoreKind;
 use crate::crd::rotation::{CreateIfMissing, PasswordSpec};
 use crate::crd::store::KmsConnection;
 use crate::kms::SecretString;
@@ -106,6 +107,8 @@ impl std::fmt::Debug for StoreCredentials {
 pub struct ResolvedStore {
     /// `<Kind>/<namespace>/<name>`; also the coalescing key of its reads.
     pub key: String,
+    /// A namespaced store may not act as the operator (see `controller::identity`).
+    pub kind: StoreKind,
     pub connection: KmsConnection,
     pub credentials: StoreCredentials,
 }

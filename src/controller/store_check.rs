@@ -15,27 +15,15 @@ use crate::controller::reconcile::Context;
 use crate::controller::stores::{self, StoreRefResolved};
 use crate::controller::target::FIELD_MANAGER;
 use crate::crd::conditions::{self, types};
-use crate::crd::store::{KmsConnection, StoreStatus};
+use crate::crd::managed_secret::StoreKind;
+use crate::crd::store::StoreStatus;
 use crate::crd::{ClusterSecretStore, SecretStore};
 
 /// Re-check interval of a healthy store.
 const RECHECK: Duration = Duration::from_secs(600);
 
-async fn check(
-    ctx: &Context,
-    key: String,
-    connection: KmsConnection,
-    credentials_namespace: String,
-) -> Result<Checked, Error> {
-    let resolved = stores::resolve(
-        &ctx.client,
-        StoreRefResolved {
-            key,
-            connection,
-            credentials_namespace,
-        },
-    )
-    .await?;
+async fn check(ctx: &Context, store: StoreRefResolved) -> Result<Checked, Error> {
+    let resolved = stores::resolve(&ctx.client, store).await?;
     let source = ctx.sources.source(&resolved)?;
     match source.check().await {
         // Authenticated but not allowed to list: the credentials are good, and a least-privilege
@@ -145,8 +133,13 @@ pub async fn reconcile_secret_store(
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
     let namespace = store.namespace().unwrap_or_default();
-    let key = format!("SecretStore/{namespace}/{}", store.name_any());
-    let outcome = check(&ctx, key, store.spec.kms.clone(), namespace.clone()).await;
+    let found = StoreRefResolved {
+        key: format!("SecretStore/{namespace}/{}", store.name_any()),
+        kind: StoreKind::SecretStore,
+        connection: store.spec.kms.clone(),
+        credentials_namespace: namespace.clone(),
+    };
+    let outcome = check(&ctx, found).await;
     let status = status_after(store.status.as_ref(), store.metadata.generation, &outcome);
     write(
         &Api::<SecretStore>::namespaced(ctx.client.clone(), &namespace),
@@ -167,19 +160,13 @@ pub async fn reconcile_cluster_store(
     store: Arc<ClusterSecretStore>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
-    let key = format!("ClusterSecretStore//{}", store.name_any());
-    let auth = &store.spec.kms.auth;
-    let credentials_namespace = auth
-        .access_key
-        .as_ref()
-        .and_then(|a| a.secret_ref.namespace.clone())
-        .or_else(|| {
-            auth.rrsa
-                .as_ref()
-                .and_then(|r| r.service_account_ref.as_ref()?.namespace.clone())
-        })
-        .unwrap_or_default();
-    let outcome = check(&ctx, key, store.spec.kms.clone(), credentials_namespace).await;
+    let found = StoreRefResolved {
+        key: format!("ClusterSecretStore//{}", store.name_any()),
+        kind: StoreKind::ClusterSecretStore,
+        connection: store.spec.kms.clone(),
+        credentials_namespace: stores::cluster_credentials_namespace(&store.spec.kms),
+    };
+    let outcome = check(&ctx, found).await;
     let status = status_after(store.status.as_ref(), store.metadata.generation, &outcome);
     write(
         &Api::<ClusterSecretStore>::all(ctx.client.clone()),

@@ -26,6 +26,7 @@ fn store_error(reason: &'static str, message: String) -> Error {
 #[derive(Debug, Clone)]
 pub struct StoreRefResolved {
     pub key: String,
+    pub kind: StoreKind,
     pub connection: KmsConnection,
     pub credentials_namespace: String,
 }
@@ -48,6 +49,7 @@ pub async fn lookup(client: &Client, ms: &ManagedSecret) -> Result<StoreRefResol
             ensure_not_failed(store.status.as_ref(), "SecretStore", name)?;
             Ok(StoreRefResolved {
                 key: format!("SecretStore/{namespace}/{name}"),
+                kind: StoreKind::SecretStore,
                 connection: store.spec.kms,
                 credentials_namespace: namespace,
             })
@@ -81,30 +83,30 @@ pub async fn lookup(client: &Client, ms: &ManagedSecret) -> Result<StoreRefResol
                 ));
             }
             ensure_not_failed(store.status.as_ref(), "ClusterSecretStore", name)?;
-            let credentials_namespace = store
-                .spec
-                .kms
-                .auth
-                .access_key
-                .as_ref()
-                .and_then(|a| a.secret_ref.namespace.clone())
-                .or_else(|| {
-                    store
-                        .spec
-                        .kms
-                        .auth
-                        .rrsa
-                        .as_ref()
-                        .and_then(|r| r.service_account_ref.as_ref()?.namespace.clone())
-                })
-                .unwrap_or_default();
+            let credentials_namespace = cluster_credentials_namespace(&store.spec.kms);
             Ok(StoreRefResolved {
                 key: format!("ClusterSecretStore//{name}"),
+                kind: StoreKind::ClusterSecretStore,
                 connection: store.spec.kms,
                 credentials_namespace,
             })
         }
     }
+}
+
+/// Where a ClusterSecretStore's credentials live: the namespace its AccessKey Secret or its
+/// RRSA ServiceAccount names (none for the operator's own identity).
+pub fn cluster_credentials_namespace(connection: &KmsConnection) -> String {
+    let auth = &connection.auth;
+    auth.access_key
+        .as_ref()
+        .and_then(|a| a.secret_ref.namespace.clone())
+        .or_else(|| {
+            auth.rrsa
+                .as_ref()
+                .and_then(|r| r.service_account_ref.as_ref()?.namespace.clone())
+        })
+        .unwrap_or_default()
 }
 
 /// A store whose own check failed makes its readers wait with `StoreNotReady`.
@@ -160,6 +162,7 @@ pub async fn resolve(client: &Client, store: StoreRefResolved) -> Result<Resolve
     };
     Ok(ResolvedStore {
         key: store.key,
+        kind: store.kind,
         connection: store.connection,
         credentials,
     })

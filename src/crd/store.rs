@@ -66,10 +66,14 @@ pub struct StoreAuth {
     /// RRSA: an OIDC token exchanged through `AssumeRoleWithOIDC`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rrsa: Option<RrsaAuth>,
-    /// The ECS instance RAM role from the metadata service.
+    /// The ECS instance RAM role from the metadata service: the operator's own identity, so
+    /// only a ClusterSecretStore may use it (unless the operator runs with
+    /// --allow-namespaced-operator-identity).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ecs_ram_role: Option<EcsRamRoleAuth>,
-    /// The standard Alibaba credential chain of the operator's own environment.
+    /// The standard Alibaba credential chain of the operator's own environment: the operator's
+    /// own identity, so only a ClusterSecretStore may use it (unless the operator runs with
+    /// --allow-namespaced-operator-identity).
     #[serde(default, rename = "default", skip_serializing_if = "Option::is_none")]
     pub default_chain: Option<DefaultChainAuth>,
     /// Assume a RAM role on top of the credentials above (cross-account).
@@ -121,7 +125,9 @@ pub struct RrsaAuth {
     )]
     pub oidc_provider_arn: String,
     /// Per-tenant identity: the operator requests a token for this ServiceAccount (TokenRequest
-    /// API). Without it the operator's own projected token is used.
+    /// API). Without it the operator's own projected token is used, which only a
+    /// ClusterSecretStore may do (unless the operator runs with
+    /// --allow-namespaced-operator-identity).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_ref: Option<ServiceAccountRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
