@@ -588,3 +588,62 @@ async fn only_cluster_stores_act_as_the_operator_unless_the_operator_allows_it()
             .await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_backend_outside_the_allow_list_gets_no_connection() {
+    let _turn = TURN.lock().await;
+    let mut env = SyncEnv::without_operator("tenant-backend").await;
+    // This operator allows in-cluster Services only, so even loopback is off limits; the
+    // listener proves that not a single connection is attempted, rotation asked for or not.
+    env.operator = Some(Operator::start_with(
+        &env.namespace,
+        "info,kmsync=debug",
+        &["--allowed-backend-hosts", "*.svc,*.svc.cluster.local"],
+    ));
+    let (url, accepted) = counting_listener().await;
+    let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+    env.create_kms_secret("db", "v1", r#"{"uname":"app","pwd":"first"}"#)
+        .await;
+    let rotation = |register: Value| {
+        json!({"data": [{"key": "password", "property": "pwd"}],
+            "rotation": {"interval": "720h", "strategy": "Staged",
+                "generate": {"template": "{\"uname\":\"app\",\"pwd\":\"{{ password }}\"}"},
+                "register": register}})
+    };
+    let backends = [
+        (
+            "via-webhook",
+            json!({"webhook": {"url": format!("{url}/rotate")}}),
+            "webhook.url",
+        ),
+        (
+            "via-postgres",
+            json!({"postgres": {"host": "127.0.0.1", "port": port, "sslMode": "disable",
+                               "adminSecretRef": {"name": "pg-admin"}}}),
+            "postgres.host",
+        ),
+    ];
+    for (name, register, _) in &backends {
+        env.apply_managed_secret(name, "db", rotation(register.clone()))
+            .await;
+    }
+    for (name, _, field) in &backends {
+        let message = wait_ready(&env, name, "False", "BackendNotAllowed").await;
+        assert!(
+            message.contains(field) && message.contains("--allowed-backend-hosts"),
+            "{message}"
+        );
+        annotate(&env, name, "kmsync.io/rotate", "1").await;
+    }
+    for (name, _, _) in &backends {
+        env.force_sync(name).await;
+        wait_ready(&env, name, "False", "BackendNotAllowed").await;
+        assert!(env.secret_data(name).await.is_none());
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        0,
+        "a connection was attempted"
+    );
+    assert_eq!(env.calls("PutSecretValue") + env.calls("GetSecretValue"), 0);
+}

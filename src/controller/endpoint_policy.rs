@@ -1,11 +1,14 @@
-//! Which KMS endpoints a store may point the operator at. A store's `endpoint` is written by a
-//! tenant, and the operator sends signed requests wherever it points; the operator's allow-list
-//! keeps those requests on Alibaba Cloud (and loopback, for the emulator sidecar) by default.
+//! Which hosts a tenant may point the operator at. A store's `endpoint` and a rotation's webhook
+//! `url` or PostgreSQL `host` are written by tenants, and the operator connects wherever they
+//! point; its allow-lists keep KMS requests on Alibaba Cloud (and loopback, for the emulator
+//! sidecar) and rotation back-ends in the cluster (`*.svc`) by default: no SSRF from inside.
 
 use crate::kms::endpoint::is_loopback_host;
 
 /// The default of `--allowed-endpoint-hosts`.
 pub const DEFAULT_ALLOWED_HOSTS: &str = "*.aliyuncs.com,loopback";
+/// The default of `--allowed-backend-hosts`: in-cluster Services, and loopback.
+pub const DEFAULT_BACKEND_HOSTS: &str = "loopback,*.svc,*.svc.cluster.local";
 
 /// One allowed host pattern.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,6 +57,12 @@ impl EndpointPolicy {
         Ok(Self { patterns })
     }
 
+    /// Whether a rotation back-end (webhook, database) may be at `host`: allowed, and never an
+    /// instance metadata address, whatever the list says (they hand out the node's credentials).
+    pub fn allows_backend(&self, host: &str) -> bool {
+        !is_metadata_address(host) && self.allows(host)
+    }
+
     /// Whether requests may go to `host` (as `url::Url::host_str` prints it).
     pub fn allows(&self, host: &str) -> bool {
         let host = host.to_ascii_lowercase();
@@ -64,6 +73,24 @@ impl EndpointPolicy {
             Pattern::Below(suffix) => host.ends_with(suffix.as_str()) && host.len() > suffix.len(),
             Pattern::Exact(exact) => host == exact.as_str(),
         })
+    }
+}
+
+/// Link-local addresses (169.254.0.0/16 with the usual 169.254.169.254, fe80::/10) and
+/// Alibaba Cloud's metadata service 100.100.100.200.
+pub fn is_metadata_address(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => {
+            ip.is_link_local() || ip == std::net::Ipv4Addr::new(100, 100, 100, 200)
+        }
+        Ok(std::net::IpAddr::V6(ip)) => {
+            (ip.segments()[0] & 0xffc0) == 0xfe80
+                || ip.to_ipv4_mapped().is_some_and(|v4| {
+                    v4.is_link_local() || v4 == std::net::Ipv4Addr::new(100, 100, 100, 200)
+                })
+        }
+        Err(_) => false,
     }
 }
 
@@ -83,6 +110,39 @@ fn valid_host(host: &str) -> Result<&str, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backends_default_to_the_cluster_and_never_reach_metadata_services() {
+        let policy = EndpointPolicy::parse(DEFAULT_BACKEND_HOSTS).unwrap();
+        for host in [
+            "db.team-a.svc",
+            "hook.team-a.svc.cluster.local",
+            "127.0.0.1",
+            "[::1]",
+        ] {
+            assert!(policy.allows_backend(host), "{host}");
+        }
+        for host in [
+            "db.example.com",
+            "10.0.0.12",
+            "svc",
+            "kms.cn-hangzhou.aliyuncs.com",
+        ] {
+            assert!(!policy.allows_backend(host), "{host}");
+        }
+        let any = EndpointPolicy::parse("*").unwrap();
+        for host in [
+            "169.254.169.254",
+            "169.254.0.1",
+            "100.100.100.200",
+            "[fe80::1]",
+            "[::ffff:169.254.169.254]",
+        ] {
+            assert!(!any.allows_backend(host), "{host}");
+            assert!(is_metadata_address(host), "{host}");
+        }
+        assert!(any.allows_backend("db.example.com"));
+    }
 
     #[test]
     fn the_default_allows_alibaba_cloud_and_loopback_only() {

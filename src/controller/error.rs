@@ -43,6 +43,10 @@ pub enum Error {
     /// JSON); found before any rotation is due.
     #[error("rotation.generate.template: {0}")]
     InvalidTemplate(#[source] TemplateError),
+    /// A rotation back-end (webhook URL, PostgreSQL host) the operator does not allow
+    /// (`--allowed-backend-hosts`); found before any connection.
+    #[error("{0}")]
+    BackendNotAllowed(String),
     /// The apiserver refused the target Secret as rendered (e.g. a `kubernetes.io/tls` type
     /// without `tls.crt`); `fields` lists the refused fields and why, never their values.
     #[error("the apiserver refused Secret {secret}: {fields}")]
@@ -66,6 +70,7 @@ impl Error {
             Self::Render(e) => e.reason(),
             Self::Target(_) => "TargetConflict",
             Self::InvalidTemplate(_) => "InvalidTemplate",
+            Self::BackendNotAllowed(_) => "BackendNotAllowed",
             Self::InvalidTarget { .. } => "InvalidTarget",
             Self::Kube(_) => "KubernetesError",
         }
@@ -79,6 +84,7 @@ impl Error {
             Self::InvalidSpec(_)
                 | Self::Target(_)
                 | Self::InvalidTemplate(_)
+                | Self::BackendNotAllowed(_)
                 | Self::InvalidTarget { .. }
         )
     }

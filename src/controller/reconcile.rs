@@ -14,6 +14,7 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
+use crate::controller::endpoint_policy::{DEFAULT_BACKEND_HOSTS, EndpointPolicy};
 use crate::controller::error::Error;
 use crate::controller::fetch::{Coalescer, FetchKey};
 use crate::controller::rollout::{self, RolloutPlan};
@@ -40,6 +41,8 @@ pub struct Settings {
     pub backoff_max: Duration,
     /// Rotations that may be in flight at once across all objects.
     pub max_concurrent_rotations: usize,
+    /// Hosts a rotation's webhook or database may be at (`--allowed-backend-hosts`).
+    pub backend_policy: EndpointPolicy,
 }
 
 impl Default for Settings {
@@ -48,6 +51,8 @@ impl Default for Settings {
             backoff_base: Duration::from_secs(5),
             backoff_max: Duration::from_secs(300),
             max_concurrent_rotations: 4,
+            backend_policy: EndpointPolicy::parse(DEFAULT_BACKEND_HOSTS)
+                .expect("the default parses"),
         }
     }
 }
@@ -195,10 +200,13 @@ pub async fn reconcile(ms: Arc<ManagedSecret>, ctx: Arc<Context>) -> Result<Acti
         .as_ref()
         .and_then(|s| conditions::find(&s.conditions, types::READY))
         .map(|c| c.reason.clone());
-    let checked = interval
-        .clone()
-        .map_err(Error::InvalidSpec)
-        .and_then(|_| crate::rotation::spec_check::check(ms.spec.rotation.as_ref(), now));
+    let checked = interval.clone().map_err(Error::InvalidSpec).and_then(|_| {
+        crate::rotation::spec_check::check(
+            ms.spec.rotation.as_ref(),
+            now,
+            &ctx.settings.backend_policy,
+        )
+    });
     let outcome = match checked {
         Ok(()) => sync(&ms, &ctx, now, &mut status, &mut persisted).await,
         Err(error) => Err(error),

@@ -315,6 +315,12 @@ pub struct RunArgs {
     /// elsewhere is refused with EndpointNotAllowed before any request is sent.
     #[arg(long, env = "KMSYNC_ALLOWED_ENDPOINT_HOSTS", default_value = crate::controller::endpoint_policy::DEFAULT_ALLOWED_HOSTS)]
     pub allowed_endpoint_hosts: String,
+    /// Hosts a rotation's webhook URL or PostgreSQL host may name, in the same syntax as
+    /// --allowed-endpoint-hosts. Instance metadata addresses (169.254.0.0/16, fe80::/10,
+    /// 100.100.100.200) are refused whatever the list says. Anything else is BackendNotAllowed
+    /// before a single packet.
+    #[arg(long, env = "KMSYNC_ALLOWED_BACKEND_HOSTS", default_value = crate::controller::endpoint_policy::DEFAULT_BACKEND_HOSTS)]
+    pub allowed_backend_hosts: String,
     /// Let namespaced SecretStores use the operator's own identity (the default credential chain,
     /// the ECS RAM role, RRSA without serviceAccountRef, and AssumeRole on top of these). Off: only
     /// ClusterSecretStores may, and such a SecretStore is OperatorIdentityNotAllowed. For
@@ -393,6 +399,10 @@ impl RunArgs {
                     self.backoff_max_ms.max(self.backoff_base_ms),
                 ),
                 max_concurrent_rotations: self.max_concurrent_rotations.max(1),
+                backend_policy: crate::controller::endpoint_policy::EndpointPolicy::parse(
+                    &self.allowed_backend_hosts,
+                )
+                .map_err(|e| format!("--allowed-backend-hosts: {e}"))?,
             },
             kms: KmsSourceSettings {
                 sts_endpoint,
