@@ -9,7 +9,7 @@ mod support;
 use kmsync::emulator::{ErrorRule, FaultConfig};
 use serde_json::{Value, json};
 use support::rotation::{
-    annotate, create_role, current, hook, pg_env, pg_login, postgres_rotation_start,
+    annotate, create_role, current, hook, https_hook, pg_env, pg_login, postgres_rotation_start,
     rotation_condition, stages_of, versions, wait_rotation,
 };
 use support::sync::{Operator, SyncEnv, wait_for};
@@ -778,6 +778,53 @@ async fn both_walkthroughs_driven_only_by_kubectl_and_the_examples() {
 
 /// Found by the fault episodes (tests/k8s_faults.rs): a refused put was written again in a loop,
 /// a dozen times per reconcile, instead of ending the attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_over_https_is_trusted_only_through_its_ca_bundle() {
+    let env = SyncEnv::start("rot-https").await;
+    let (hook, ca) = https_hook(true).await;
+    let (_, other_ca) = https_hook(true).await;
+    first_sync(
+        &env,
+        managed(json!({"strategy": "Staged", "register": {"webhook": {"url": hook.url, "caBundle": other_ca}}})),
+    )
+    .await;
+    // A certificate from a CA the bundle does not name: refused at once, the value never sent.
+    annotate(&env, "db", "kmsync.io/rotate", "1").await;
+    let ms = wait_rotation(&env, "db", "RotationFailed").await;
+    let (_, _, message) = rotation_condition(&ms).unwrap();
+    assert!(message.contains("InvalidCertificate"), "{message}");
+    assert!(
+        hook.calls.lock().unwrap().is_empty(),
+        "nothing reached the webhook"
+    );
+    assert_eq!(env.secret_data("db").await.unwrap()["password"], "first");
+
+    // The right CA: registered and verified over HTTPS, then promoted.
+    env.apply_managed_secret(
+        "db",
+        "db_cred",
+        managed(json!({"strategy": "Staged", "minInterval": "1s",
+            "register": {"webhook": {"url": hook.url, "caBundle": ca}}})),
+    )
+    .await;
+    annotate(&env, "db", "kmsync.io/rotate", "2").await;
+    wait_rotation(&env, "db", "RotationSucceeded").await;
+    let actions: Vec<Value> = hook
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|c| c["action"].clone())
+        .collect();
+    assert_eq!(actions, [json!("register"), json!("verify")]);
+    wait_for("the Secret to follow", 60, || async {
+        env.secret_data("db")
+            .await
+            .filter(|d| d["password"] != "first")
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_rotation_write_ends_the_attempt() {
     let env = SyncEnv::start("rot-refused-put").await;

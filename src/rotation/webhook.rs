@@ -1,7 +1,7 @@
 //! Register/verify through a webhook: the pending credential is POSTed only to the configured
 //! endpoint (HTTPS with an optional CA bundle, or plain HTTP on loopback), with `action`
-//! `register` then `verify`. 2xx accepts; 4xx refuses (the attempt fails); 5xx, timeouts and
-//! transport errors are retried.
+//! `register` then `verify`. 2xx accepts; 4xx and an untrusted TLS certificate refuse (the
+//! attempt fails); 5xx, timeouts and transport errors are retried.
 
 use std::time::Duration;
 
@@ -10,6 +10,7 @@ use serde_json::json;
 use crate::crd::rotation::WebhookRegister;
 use crate::kms::SecretString;
 use crate::kms::endpoint::is_loopback_host;
+use crate::kms::error::KmsError;
 
 use super::StepError;
 
@@ -61,6 +62,26 @@ fn client(hook: &WebhookRegister, step: &'static str) -> Result<reqwest::Client,
         .map_err(|e| StepError::permanent(step, "InvalidSpec", format!("webhook client: {e}")))
 }
 
+/// Why a POST got no answer. An untrusted certificate ends the attempt: the next one would meet
+/// the same certificate, and the value must never reach a server we cannot authenticate.
+fn send_error(step: &'static str, error: reqwest::Error) -> StepError {
+    match KmsError::from_reqwest(error) {
+        KmsError::Certificate { .. } => StepError::permanent(
+            step,
+            "InvalidCertificate",
+            "the webhook's TLS certificate is not trusted (check rotation.register.webhook.caBundle); nothing was sent".into(),
+        ),
+        KmsError::Timeout => {
+            StepError::transient(step, "WebhookUnavailable", "webhook timed out".into())
+        }
+        _ => StepError::transient(
+            step,
+            "WebhookUnavailable",
+            "webhook could not be reached".into(),
+        ),
+    }
+}
+
 /// One POST; `step` names the rotation step for errors.
 pub async fn call(
     hook: &WebhookRegister,
@@ -76,14 +97,12 @@ pub async fn call(
         "versionId": call.version_id,
         "value": call.value.expose(),
     });
-    let response = http.post(&hook.url).json(&body).send().await.map_err(|e| {
-        let kind = if e.is_timeout() {
-            "timed out"
-        } else {
-            "could not be reached"
-        };
-        StepError::transient(step, "WebhookUnavailable", format!("webhook {kind}"))
-    })?;
+    let response = http
+        .post(&hook.url)
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| send_error(step, e))?;
     let status = response.status();
     if status.is_success() {
         Ok(())

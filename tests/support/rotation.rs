@@ -76,6 +76,28 @@ pub struct Hook {
 }
 
 pub async fn hook(accept: bool) -> Hook {
+    let (app, calls) = recording_app(accept);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/rotate", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Hook { url, calls }
+}
+
+/// The same webhook over HTTPS, with a certificate for 127.0.0.1 from a CA of its own; returns
+/// it and that CA (PEM), which a `caBundle` must name.
+pub async fn https_hook(accept: bool) -> (Hook, String) {
+    use kmsync::emulator::tls::{TlsConfig, TlsListener, load};
+    let identity = load(&TlsConfig::Generated { ca_out: None }).expect("TLS identity");
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}/rotate", tcp.local_addr().unwrap());
+    let listener = TlsListener::new(tcp, identity.config);
+    let (app, calls) = recording_app(accept);
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (Hook { url, calls }, identity.ca_pem.expect("generated CA"))
+}
+
+/// A router that records each POSTed body and answers 200 (accept) or 403.
+fn recording_app(accept: bool) -> (axum::Router, Arc<Mutex<Vec<Value>>>) {
     let calls: Arc<Mutex<Vec<Value>>> = Arc::default();
     let seen = calls.clone();
     let app = axum::Router::new().route(
@@ -92,10 +114,7 @@ pub async fn hook(accept: bool) -> Hook {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/rotate", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    Hook { url, calls }
+    (app, calls)
 }
 
 /// A login role in the test database.
