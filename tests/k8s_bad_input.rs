@@ -111,7 +111,10 @@ fn postgres(overrides: Value) -> Value {
 }
 
 fn webhook(overrides: Value) -> Value {
-    staged(json!({"webhook": merged(json!({"url": "https://hooks.invalid/rotate"}), overrides)}))
+    staged(json!({"webhook": merged(
+        json!({"url": "https://hooks.invalid/rotate", "signingSecretRef": {"name": "hook-key"}}),
+        overrides,
+    )}))
 }
 
 /// A SecretStore whose credentials Secret does not exist: were a bad row accepted, the operator
@@ -830,7 +833,8 @@ fn table(emulator: &str, namespace: &str) -> Vec<Row> {
         refused(
             "two register back-ends",
             staged(
-                json!({"manualApproval": {}, "webhook": {"url": "https://hooks.invalid/rotate"}}),
+                json!({"manualApproval": {}, "webhook": {"url": "https://hooks.invalid/rotate",
+                    "signingSecretRef": {"name": "hook-key"}}}),
             ),
             rule(
                 "spec.rotation.register",

@@ -368,7 +368,7 @@ async fn rejects_two_register_backends() {
     assert_rejected(
         rotation(
             json!({"strategy": "Staged", "register": {"manualApproval": {},
-            "webhook": {"url": "https://hooks.example.com/rotate"}}}),
+            "webhook": {"url": "https://hooks.example.com/rotate", "signingSecretRef": {"name": "k"}}}}),
         ),
         "register must set exactly one of postgres, webhook or manualApproval",
     )
@@ -378,7 +378,7 @@ async fn rejects_two_register_backends() {
 #[tokio::test]
 async fn rejects_plain_http_webhook_off_loopback() {
     assert_rejected(
-        rotation(json!({"strategy": "Staged", "register": {"webhook": {"url": "http://hooks.example.com/rotate"}}})),
+        rotation(json!({"strategy": "Staged", "register": {"webhook": {"url": "http://hooks.example.com/rotate", "signingSecretRef": {"name": "k"}}}})),
         "webhook url must be https:// (plain http:// only for loopback)",
     )
     .await;

@@ -20,6 +20,7 @@ use kmsync::rotation::plan::version_id;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
+use support::rotation::WEBHOOK_KEY_SECRET;
 use support::sync::{Operator, SyncEnv, wait_for};
 
 async fn holder(env: &SyncEnv) -> Option<String> {
@@ -274,6 +275,12 @@ async fn webhook(calls: &'static AtomicU64) -> String {
 /// rotation, `staged` staged rotation through the webhook; `minInterval: 1s` lets each trigger act
 /// at once.
 async fn create_objects(env: &SyncEnv, load: &Load, hook: &str) {
+    // Its receiver does not check signatures, but kmsync signs every call and needs the key.
+    env.apply(
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": WEBHOOK_KEY_SECRET},
+        "stringData": {"key": "ha-signing-key"}}),
+    )
+    .await;
     let spec = |strategy: Value| {
         let mut rotation = json!({"interval": "720h", "minInterval": "1s",
             "generate": {"password": {"length": 24, "excludePunctuation": true}, "template": TEMPLATE}});
@@ -295,7 +302,8 @@ async fn create_objects(env: &SyncEnv, load: &Load, hook: &str) {
         env.create_kms_secret(name, "v1", r#"{"uname":"app","pwd":"initial"}"#)
             .await;
         let strategy = if name == "staged" {
-            json!({"strategy": "Staged", "register": {"webhook": {"url": hook}}})
+            json!({"strategy": "Staged", "register": {"webhook": {"url": hook,
+                "signingSecretRef": {"name": WEBHOOK_KEY_SECRET}}}})
         } else {
             json!({"strategy": "Immediate"})
         };

@@ -168,6 +168,8 @@ async fn canaries_never_leak_through_rotations_faults_restarts_or_the_plugin() {
         ("staged seed".into(), format!("canary-staged-{tag}")),
         ("database role".into(), format!("canary-role-{tag}")),
     ];
+    let webhook = hook(true).await;
+    canaries.push(("webhook signing key".into(), webhook.key.clone()));
     let canary = |label: &str| {
         canaries
             .iter()
@@ -184,7 +186,7 @@ async fn canaries_never_leak_through_rotations_faults_restarts_or_the_plugin() {
         "stringData": {"username": admin, "password": admin_password}}),
     )
     .await;
-    let webhook = hook(true).await;
+    env.apply(webhook.key_secret()).await;
 
     let json_value = |user: &str, pwd: &str| format!(r#"{{"uname":"{user}","pwd":"{pwd}"}}"#);
     env.create_kms_secret("plain", "v1", &json_value("alice", &canary("json value")))
@@ -221,9 +223,13 @@ async fn canaries_never_leak_through_rotations_faults_restarts_or_the_plugin() {
         json!({"data": mapping, "rotation": rotation(json!({"strategy": "Immediate", "minInterval": "1s"}))}),
     )
     .await;
-    env.apply_managed_secret("staged", "staged", json!({"data": mapping,
-        "rotation": rotation(json!({"strategy": "Staged", "register": {"webhook": {"url": webhook.url}}}))}))
-        .await;
+    env.apply_managed_secret(
+        "staged",
+        "staged",
+        json!({"data": mapping,
+        "rotation": rotation(json!({"strategy": "Staged", "register": webhook.register()}))}),
+    )
+    .await;
     env.apply_managed_secret("pg", "pg", json!({"data": mapping,
         "rotation": rotation(json!({"strategy": "Staged",
             "register": {"postgres": {"host": host, "port": port, "sslMode": "disable", "adminSecretRef": {"name": "pg-admin"}}}}))}))

@@ -83,11 +83,12 @@ async fn single_call_rotation_on_request_like_the_walkthrough() {
 async fn staged_rotation_registers_verifies_and_promotes_through_a_webhook() {
     let env = SyncEnv::start("rot-staged").await;
     let hook = hook(true).await;
+    env.apply(hook.key_secret()).await;
     first_sync(
         &env,
         managed(
             json!({"strategy": "Staged", "pendingStage": "MyPendingLabel",
-        "register": {"webhook": {"url": hook.url}}}),
+        "register": hook.register()}),
         ),
     )
     .await;
@@ -127,9 +128,10 @@ async fn staged_rotation_registers_verifies_and_promotes_through_a_webhook() {
 async fn a_refused_registration_never_promotes_and_cleans_its_label() {
     let env = SyncEnv::start("rot-refused").await;
     let hook = hook(false).await;
+    env.apply(hook.key_secret()).await;
     first_sync(
         &env,
-        managed(json!({"strategy": "Staged", "register": {"webhook": {"url": hook.url}}})),
+        managed(json!({"strategy": "Staged", "register": hook.register()})),
     )
     .await;
     let before = env.secrets().get("db").await.unwrap();
@@ -361,7 +363,8 @@ async fn crash_case(setup: Setup, point: &str) {
     } else {
         "first".to_string()
     };
-    let webhook = json!({"strategy": "Staged", "register": {"webhook": {"url": hook.url}}});
+    env.apply(hook.key_secret()).await;
+    let webhook = json!({"strategy": "Staged", "register": hook.register()});
     match setup {
         Setup::CreateMissing => {
             env.apply_managed_secret("db", "fresh/db", json!({"rotation": {"interval": "720h", "createIfMissing": {},
@@ -783,9 +786,15 @@ async fn a_webhook_over_https_is_trusted_only_through_its_ca_bundle() {
     let env = SyncEnv::start("rot-https").await;
     let (hook, ca) = https_hook(true).await;
     let (_, other_ca) = https_hook(true).await;
+    env.apply(hook.key_secret()).await;
+    let with_ca = |ca: &str| {
+        let mut register = hook.register();
+        register["webhook"]["caBundle"] = json!(ca);
+        register
+    };
     first_sync(
         &env,
-        managed(json!({"strategy": "Staged", "register": {"webhook": {"url": hook.url, "caBundle": other_ca}}})),
+        managed(json!({"strategy": "Staged", "register": with_ca(&other_ca)})),
     )
     .await;
     // A certificate from a CA the bundle does not name: refused at once, the value never sent.
@@ -803,8 +812,7 @@ async fn a_webhook_over_https_is_trusted_only_through_its_ca_bundle() {
     env.apply_managed_secret(
         "db",
         "db_cred",
-        managed(json!({"strategy": "Staged", "minInterval": "1s",
-            "register": {"webhook": {"url": hook.url, "caBundle": ca}}})),
+        managed(json!({"strategy": "Staged", "minInterval": "1s", "register": with_ca(&ca)})),
     )
     .await;
     annotate(&env, "db", "kmsync.io/rotate", "2").await;

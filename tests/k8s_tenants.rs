@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use kmsync::crd::{ClusterSecretStore, SecretStore};
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
-use support::rotation::{annotate, versions};
+use support::rotation::{annotate, hook, rotation_condition, versions, wait_rotation};
 use support::sync::{ACCESS_KEY_ID, ACCESS_KEY_SECRET, Operator, SyncEnv, wait_for};
 
 /// One test at a time: every operator checks every ClusterSecretStore, and one without the
@@ -613,7 +613,8 @@ async fn a_rotation_backend_outside_the_allow_list_gets_no_connection() {
     let backends = [
         (
             "via-webhook",
-            json!({"webhook": {"url": format!("{url}/rotate")}}),
+            json!({"webhook": {"url": format!("{url}/rotate"),
+                "signingSecretRef": {"name": "webhook-key"}}}),
             "webhook.url",
         ),
         (
@@ -646,4 +647,43 @@ async fn a_rotation_backend_outside_the_allow_list_gets_no_connection() {
         "a connection was attempted"
     );
     assert_eq!(env.calls("PutSecretValue") + env.calls("GetSecretValue"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_call_without_a_valid_signature_is_rejected_by_the_receiver() {
+    let _turn = TURN.lock().await;
+    let env = SyncEnv::start("tenant-signature").await;
+    let hook = hook(true).await;
+    // The ManagedSecret's signing Secret holds a key the receiver does not share.
+    let mut wrong = hook.key_secret();
+    wrong["stringData"]["key"] = json!("not-the-receivers-key");
+    env.apply(wrong).await;
+    env.create_kms_secret("db", "v1", r#"{"uname":"app","pwd":"first"}"#)
+        .await;
+    env.apply_managed_secret(
+        "signed",
+        "db",
+        json!({"data": [{"key": "password", "property": "pwd"}],
+            "rotation": {"interval": "720h", "strategy": "Staged",
+                "generate": {"template": "{\"uname\":\"app\",\"pwd\":\"{{ password }}\"}"},
+                "register": hook.register()}}),
+    )
+    .await;
+    wait_ready(&env, "signed", "True", "Synced").await;
+    annotate(&env, "signed", "kmsync.io/rotate", "1").await;
+    let ms = wait_rotation(&env, "signed", "RotationFailed").await;
+    let (_, _, message) = rotation_condition(&ms).unwrap();
+    assert!(message.contains("register"), "{message}");
+    assert!(
+        hook.rejected.load(Ordering::SeqCst) >= 1,
+        "the receiver saw a bad signature"
+    );
+    assert!(
+        hook.calls.lock().unwrap().is_empty(),
+        "no call was accepted"
+    );
+    assert_eq!(
+        env.secret_data("signed").await.unwrap()["password"],
+        "first"
+    );
 }

@@ -369,7 +369,7 @@ async fn sync(
             .map(|a| a.secret_ref.clone()),
         &found.credentials_namespace,
         ms,
-    ) || rotation_admin_secret(ms) == Some(ms.target_name().as_str());
+    ) || rotation_credentials(ms).contains(&ms.target_name().as_str());
     let store = stores::resolve(&ctx.client, found).await?;
     let source = ctx.sources.source(&store)?;
     let mut fresh = force_sync_requested(ms);
@@ -461,10 +461,21 @@ fn write_action(existing: Option<&Secret>, new_version_id: &str) -> &'static str
     }
 }
 
-/// The Secret a PostgreSQL rotation logs in with (same namespace).
-fn rotation_admin_secret(ms: &ManagedSecret) -> Option<&str> {
-    let register = ms.spec.rotation.as_ref()?.register.as_ref()?;
-    Some(register.postgres.as_ref()?.admin_secret_ref.name.as_str())
+/// The Secrets a rotation authenticates with (same namespace): the PostgreSQL admin login, the
+/// webhook signing key.
+fn rotation_credentials(ms: &ManagedSecret) -> Vec<&str> {
+    let Some(register) = ms.spec.rotation.as_ref().and_then(|r| r.register.as_ref()) else {
+        return Vec::new();
+    };
+    let postgres = register
+        .postgres
+        .as_ref()
+        .map(|p| p.admin_secret_ref.name.as_str());
+    let webhook = register
+        .webhook
+        .as_ref()
+        .map(|w| w.signing_secret_ref.name.as_str());
+    postgres.into_iter().chain(webhook).collect()
 }
 
 /// Whether any SecretStore of `namespace` reads its credentials from the Secret `name`.

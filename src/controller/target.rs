@@ -49,7 +49,7 @@ pub enum TargetConflict {
     #[error("Secret {0} is a service account token; kmsync never writes those")]
     ServiceAccountToken(String),
     #[error(
-        "Secret {0} holds credentials kmsync uses (a SecretStore's or a rotation's admin login); kmsync will not overwrite it"
+        "Secret {0} holds credentials kmsync uses (a SecretStore's, a rotation's admin login or webhook signing key); kmsync will not overwrite it"
     )]
     Protected(String),
     #[error("Secret {0} is Helm's release state; kmsync never writes those")]

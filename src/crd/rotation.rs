@@ -164,6 +164,18 @@ pub struct AdminSecretRef {
     pub password_key: Option<String>,
 }
 
+/// The Secret (same namespace as the ManagedSecret) whose value signs every webhook call.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SigningSecretRef {
+    #[schemars(length(min = 1, max = 253), regex(pattern = OBJECT_NAME_PATTERN))]
+    pub name: String,
+    /// Key of the Secret holding the signing key (default `key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_KEY_PATTERN))]
+    pub key: Option<String>,
+}
+
 /// POST the pending credential to an HTTPS endpoint that registers and verifies it.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -179,6 +191,10 @@ pub struct WebhookRegister {
     #[schemars(length(max = DURATION_MAX_LENGTH), regex(pattern = POSITIVE_DURATION_PATTERN))]
     #[x_kube(validation = Rule::new("duration(self) >= duration('1s') && duration(self) <= duration('5m')").message("webhook timeout must be between 1s and 5m"))]
     pub timeout: Option<String>,
+    /// Every call is signed with this key, so the receiver knows it comes from kmsync:
+    /// `Kmsync-Timestamp: <unix seconds>` and
+    /// `Kmsync-Signature: v1=<hex HMAC-SHA256(key, "<timestamp>.<body>")>` over the exact body.
+    pub signing_secret_ref: SigningSecretRef,
 }
 
 /// Promotion waits until the annotation `kmsync.io/approve` equals the pending version id.

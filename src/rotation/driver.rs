@@ -634,6 +634,7 @@ async fn register(
     };
     if let Some(hook) = &register.webhook {
         let namespace = ms.namespace().unwrap_or_default();
+        let signing_key = webhook::signing_key(&ctx.client, &namespace, hook, step).await?;
         let call = webhook::Call {
             action: step,
             namespace: &namespace,
@@ -641,6 +642,7 @@ async fn register(
             secret_name: &ms.spec.secret_name,
             version_id,
             value,
+            signing_key: &signing_key,
         };
         return webhook::call(hook, step, &call).await;
     }

@@ -11,6 +11,7 @@ pub mod schedule;
 pub mod spec_check;
 pub mod template;
 pub mod webhook;
+pub mod webhook_signature;
 
 /// A rotation step that did not succeed. Messages never contain values.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

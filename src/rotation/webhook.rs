@@ -1,6 +1,7 @@
 //! Register/verify through a webhook: the pending credential is POSTed only to the configured
 //! endpoint (HTTPS with an optional CA bundle, or plain HTTP on loopback), with `action`
-//! `register` then `verify`. 2xx accepts; 4xx and an untrusted TLS certificate refuse (the
+//! `register` then `verify`, signed with the key of `signingSecretRef` (see
+//! [`super::webhook_signature`]). 2xx accepts; 4xx and an untrusted TLS certificate refuse (the
 //! attempt fails); 5xx, timeouts and transport errors are retried.
 
 use std::time::Duration;
@@ -8,11 +9,11 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::crd::rotation::WebhookRegister;
-use crate::kms::SecretString;
 use crate::kms::endpoint::is_loopback_host;
 use crate::kms::error::KmsError;
+use crate::kms::{SecretBytes, SecretString};
 
-use super::StepError;
+use super::{StepError, webhook_signature};
 
 /// Who and what the call is about (the value is sent in the body, never logged).
 #[derive(Debug)]
@@ -23,6 +24,8 @@ pub struct Call<'a> {
     pub secret_name: &'a str,
     pub version_id: &'a str,
     pub value: &'a SecretString,
+    /// The signing key, read from `signingSecretRef`.
+    pub signing_key: &'a SecretBytes,
 }
 
 fn client(hook: &WebhookRegister, step: &'static str) -> Result<reqwest::Client, StepError> {
@@ -62,6 +65,55 @@ fn client(hook: &WebhookRegister, step: &'static str) -> Result<reqwest::Client,
         .map_err(|e| StepError::permanent(step, "InvalidSpec", format!("webhook client: {e}")))
 }
 
+/// The key of `signingSecretRef`, from the ManagedSecret's namespace. Without it nothing is sent:
+/// an unsigned call would hand the value to whoever answers.
+pub async fn signing_key(
+    client: &kube::Client,
+    namespace: &str,
+    hook: &WebhookRegister,
+    step: &'static str,
+) -> Result<SecretBytes, StepError> {
+    let reference = &hook.signing_secret_ref;
+    let key = reference.key.as_deref().unwrap_or("key");
+    let secret =
+        kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), namespace)
+            .get_opt(&reference.name)
+            .await
+            .map_err(|e| {
+                StepError::transient(
+                    step,
+                    "KubernetesError",
+                    format!("reading the webhook signing Secret: {e}"),
+                )
+            })?
+            .ok_or_else(|| {
+                StepError::permanent(
+                    step,
+                    "InvalidCredentials",
+                    format!(
+                        "webhook signing Secret {namespace}/{} does not exist; nothing was sent",
+                        reference.name
+                    ),
+                )
+            })?;
+    secret
+        .data
+        .unwrap_or_default()
+        .remove(key)
+        .filter(|v| !v.0.is_empty())
+        .map(|v| SecretBytes::new(v.0))
+        .ok_or_else(|| {
+            StepError::permanent(
+                step,
+                "InvalidCredentials",
+                format!(
+                    "webhook signing Secret {namespace}/{} has no key {key}; nothing was sent",
+                    reference.name
+                ),
+            )
+        })
+}
+
 /// Why a POST got no answer. An untrusted certificate ends the attempt: the next one would meet
 /// the same certificate, and the value must never reach a server we cannot authenticate.
 fn send_error(step: &'static str, error: reqwest::Error) -> StepError {
@@ -97,9 +149,16 @@ pub async fn call(
         "versionId": call.version_id,
         "value": call.value.expose(),
     });
+    // Signed over exactly the bytes sent.
+    let body = serde_json::to_vec(&body).expect("a JSON object serialises");
+    let timestamp = jiff::Timestamp::now().as_second();
+    let signature = webhook_signature::sign(call.signing_key, timestamp, &body);
     let response = http
         .post(&hook.url)
-        .json(&body)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(webhook_signature::TIMESTAMP_HEADER, timestamp.to_string())
+        .header(webhook_signature::SIGNATURE_HEADER, signature)
+        .body(body)
         .send()
         .await
         .map_err(|e| send_error(step, e))?;

@@ -69,18 +69,38 @@ pub async fn wait_rotation(env: &SyncEnv, name: &str, reason: &str) -> kmsync::c
     .await
 }
 
-/// A loopback webhook that records calls and accepts or refuses them.
+/// Name of the Secret holding a test webhook's signing key (apply [`Hook::key_secret`]).
+pub const WEBHOOK_KEY_SECRET: &str = "webhook-key";
+
+/// A loopback webhook, the reference receiver: it checks each call's signature and timestamp
+/// (five-minute window), answers 401 to a bad one (counted in `rejected`), and records the
+/// good ones and accepts or refuses them.
 pub struct Hook {
     pub url: String,
     pub calls: Arc<Mutex<Vec<Value>>>,
+    pub rejected: Arc<std::sync::atomic::AtomicUsize>,
+    pub key: String,
+}
+
+impl Hook {
+    /// `rotation.register` for this webhook, signed with the key of [`WEBHOOK_KEY_SECRET`].
+    pub fn register(&self) -> Value {
+        json!({"webhook": {"url": self.url, "signingSecretRef": {"name": WEBHOOK_KEY_SECRET}}})
+    }
+
+    /// The Secret with the signing key, for the ManagedSecret's namespace.
+    pub fn key_secret(&self) -> Value {
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": WEBHOOK_KEY_SECRET},
+            "stringData": {"key": self.key}})
+    }
 }
 
 pub async fn hook(accept: bool) -> Hook {
-    let (app, calls) = recording_app(accept);
+    let (app, hook) = receiver("http", accept);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/rotate", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    Hook { url, calls }
+    Hook { url, ..hook }
 }
 
 /// The same webhook over HTTPS, with a certificate for 127.0.0.1 from a CA of its own; returns
@@ -91,30 +111,55 @@ pub async fn https_hook(accept: bool) -> (Hook, String) {
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("https://{}/rotate", tcp.local_addr().unwrap());
     let listener = TlsListener::new(tcp, identity.config);
-    let (app, calls) = recording_app(accept);
+    let (app, hook) = receiver("https", accept);
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (Hook { url, calls }, identity.ca_pem.expect("generated CA"))
+    (Hook { url, ..hook }, identity.ca_pem.expect("generated CA"))
 }
 
-/// A router that records each POSTed body and answers 200 (accept) or 403.
-fn recording_app(accept: bool) -> (axum::Router, Arc<Mutex<Vec<Value>>>) {
-    let calls: Arc<Mutex<Vec<Value>>> = Arc::default();
-    let seen = calls.clone();
+/// The receiver's router and its shared state (the URL is filled in by the caller).
+fn receiver(scheme: &str, accept: bool) -> (axum::Router, Hook) {
+    use kmsync::kms::SecretBytes;
+    use kmsync::rotation::webhook_signature::{SIGNATURE_HEADER, TIMESTAMP_HEADER, verify};
+    let hook = Hook {
+        url: format!("{scheme}://"),
+        calls: Arc::default(),
+        rejected: Arc::default(),
+        key: format!("hook-key-{}", uuid::Uuid::new_v4().simple()),
+    };
+    let (seen, rejected) = (hook.calls.clone(), hook.rejected.clone());
+    let key = SecretBytes::new(hook.key.clone().into_bytes());
     let app = axum::Router::new().route(
         "/rotate",
-        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
-            let seen = seen.clone();
-            async move {
-                seen.lock().unwrap().push(body);
-                if accept {
-                    axum::http::StatusCode::OK
-                } else {
-                    axum::http::StatusCode::FORBIDDEN
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let (seen, rejected, key) = (seen.clone(), rejected.clone(), key.clone());
+                async move {
+                    let header = |name: &str| {
+                        headers
+                            .get(name)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_string()
+                    };
+                    let timestamp = header(TIMESTAMP_HEADER).parse::<i64>().unwrap_or_default();
+                    let now = jiff::Timestamp::now().as_second();
+                    if !verify(&key, timestamp, &body, &header(SIGNATURE_HEADER), now, 300) {
+                        rejected.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        return axum::http::StatusCode::UNAUTHORIZED;
+                    }
+                    seen.lock()
+                        .unwrap()
+                        .push(serde_json::from_slice(&body).unwrap_or_default());
+                    if accept {
+                        axum::http::StatusCode::OK
+                    } else {
+                        axum::http::StatusCode::FORBIDDEN
+                    }
                 }
-            }
-        }),
+            },
+        ),
     );
-    (app, calls)
+    (app, hook)
 }
 
 /// A login role in the test database.
