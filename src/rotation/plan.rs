@@ -267,7 +267,7 @@ mod tests {
 
     fn staged() -> RotationSpec {
         spec(serde_json::json!({"interval": "720h", "strategy": "Staged",
-            "register": {"webhook": {"url": "https://hook.example/r"}}}))
+            "register": {"webhook": {"url": "https://hook.example/r", "signingSecretRef": {"name": "k"}}}}))
     }
 
     fn immediate() -> RotationSpec {

@@ -98,15 +98,15 @@ mod tests {
         );
         for (register, expected) in [
             (
-                serde_json::json!({"webhook": {"url": "https://hook.team.svc/rotate"}}),
+                serde_json::json!({"webhook": {"url": "https://hook.team.svc/rotate", "signingSecretRef": {"name": "k"}}}),
                 None,
             ),
             (
-                serde_json::json!({"webhook": {"url": "https://hook.example.com/rotate"}}),
+                serde_json::json!({"webhook": {"url": "https://hook.example.com/rotate", "signingSecretRef": {"name": "k"}}}),
                 Some("BackendNotAllowed"),
             ),
             (
-                serde_json::json!({"webhook": {"url": "http://169.254.169.254/latest"}}),
+                serde_json::json!({"webhook": {"url": "http://169.254.169.254/latest", "signingSecretRef": {"name": "k"}}}),
                 Some("BackendNotAllowed"),
             ),
             (
