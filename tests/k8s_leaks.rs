@@ -14,7 +14,7 @@ use kmsync::kms::actions::GetSecretValueRequest;
 use kube::api::{Api, DynamicObject, ListParams};
 use serde_json::{Value, json};
 use support::kubectl_kmsync;
-use support::rotation::{annotate, create_role, hook, pg_env, versions, wait_rotation};
+use support::rotation::{annotate, create_role, mtls_hook, pg_env, versions, wait_rotation};
 use support::sync::{ACCESS_KEY_SECRET, SyncEnv, wait_for};
 
 const TEMPLATE: &str = r#"{"uname":"{{ current.uname }}","pwd":"{{ password }}"}"#;
@@ -168,8 +168,11 @@ async fn canaries_never_leak_through_rotations_faults_restarts_or_the_plugin() {
         ("staged seed".into(), format!("canary-staged-{tag}")),
         ("database role".into(), format!("canary-role-{tag}")),
     ];
-    let webhook = hook(true).await;
+    // The webhook demands a client certificate (mutual TLS): its key is a canary too.
+    let (webhook, webhook_ca, (client_cert, client_key)) = mtls_hook(true).await;
     canaries.push(("webhook signing key".into(), webhook.key.clone()));
+    let key_line = client_key.lines().nth(1).expect("PEM body").to_string();
+    canaries.push(("webhook client key".into(), key_line));
     let canary = |label: &str| {
         canaries
             .iter()
@@ -187,6 +190,12 @@ async fn canaries_never_leak_through_rotations_faults_restarts_or_the_plugin() {
     )
     .await;
     env.apply(webhook.key_secret()).await;
+    env.apply(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hook-client"},
+        "type": "kubernetes.io/tls", "stringData": {"tls.crt": client_cert, "tls.key": client_key}}))
+        .await;
+    let mut register = webhook.register();
+    register["webhook"]["caBundle"] = json!(webhook_ca);
+    register["webhook"]["clientCertificateSecretRef"] = json!({"name": "hook-client"});
 
     let json_value = |user: &str, pwd: &str| format!(r#"{{"uname":"{user}","pwd":"{pwd}"}}"#);
     env.create_kms_secret("plain", "v1", &json_value("alice", &canary("json value")))
@@ -227,7 +236,7 @@ async fn canaries_never_leak_through_rotations_faults_restarts_or_the_plugin() {
         "staged",
         "staged",
         json!({"data": mapping,
-        "rotation": rotation(json!({"strategy": "Staged", "register": webhook.register()}))}),
+        "rotation": rotation(json!({"strategy": "Staged", "register": register}))}),
     )
     .await;
     env.apply_managed_secret("pg", "pg", json!({"data": mapping,

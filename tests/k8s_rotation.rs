@@ -9,8 +9,8 @@ mod support;
 use kmsync::emulator::{ErrorRule, FaultConfig};
 use serde_json::{Value, json};
 use support::rotation::{
-    annotate, create_role, current, hook, https_hook, pg_env, pg_login, postgres_rotation_start,
-    rotation_condition, stages_of, versions, wait_rotation,
+    annotate, create_role, current, hook, https_hook, mtls_hook, pg_env, pg_login,
+    postgres_rotation_start, rotation_condition, stages_of, versions, wait_rotation,
 };
 use support::sync::{Operator, SyncEnv, wait_for};
 
@@ -831,6 +831,44 @@ async fn a_webhook_over_https_is_trusted_only_through_its_ca_bundle() {
             .filter(|d| d["password"] != "first")
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_demanding_a_client_certificate_gets_the_one_from_its_secret() {
+    let env = SyncEnv::start("rot-mtls").await;
+    let (hook, server_ca, (certificate, key)) = mtls_hook(true).await;
+    // The receiver really demands one: a client without a certificate gets no answer.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let anonymous = reqwest::Client::builder()
+        .tls_certs_only(reqwest::Certificate::from_pem_bundle(server_ca.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    assert!(anonymous.post(&hook.url).body("{}").send().await.is_err());
+    env.apply(hook.key_secret()).await;
+    env.apply(
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hook-client"},
+        "type": "kubernetes.io/tls", "stringData": {"tls.crt": certificate, "tls.key": key}}),
+    )
+    .await;
+    let mut register = hook.register();
+    register["webhook"]["caBundle"] = json!(server_ca);
+    register["webhook"]["clientCertificateSecretRef"] = json!({"name": "hook-client"});
+    first_sync(
+        &env,
+        managed(json!({"strategy": "Staged", "register": register})),
+    )
+    .await;
+    annotate(&env, "db", "kmsync.io/rotate", "1").await;
+    wait_rotation(&env, "db", "RotationSucceeded").await;
+    let actions: Vec<Value> = hook
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|c| c["action"].clone())
+        .collect();
+    assert_eq!(actions, [json!("register"), json!("verify")]);
+    assert_eq!(hook.rejected.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -462,7 +462,7 @@ fn write_action(existing: Option<&Secret>, new_version_id: &str) -> &'static str
 }
 
 /// The Secrets a rotation authenticates with (same namespace): the PostgreSQL admin login, the
-/// webhook signing key.
+/// webhook signing key and client certificate.
 fn rotation_credentials(ms: &ManagedSecret) -> Vec<&str> {
     let Some(register) = ms.spec.rotation.as_ref().and_then(|r| r.register.as_ref()) else {
         return Vec::new();
@@ -471,10 +471,13 @@ fn rotation_credentials(ms: &ManagedSecret) -> Vec<&str> {
         .postgres
         .as_ref()
         .map(|p| p.admin_secret_ref.name.as_str());
-    let webhook = register
-        .webhook
-        .as_ref()
-        .map(|w| w.signing_secret_ref.name.as_str());
+    let webhook = register.webhook.iter().flat_map(|w| {
+        let certificate = w
+            .client_certificate_secret_ref
+            .as_ref()
+            .map(|c| c.name.as_str());
+        std::iter::once(w.signing_secret_ref.name.as_str()).chain(certificate)
+    });
     postgres.into_iter().chain(webhook).collect()
 }
 

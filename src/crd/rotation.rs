@@ -176,6 +176,15 @@ pub struct SigningSecretRef {
     pub key: Option<String>,
 }
 
+/// A `kubernetes.io/tls` Secret (same namespace) with `tls.crt` and `tls.key`: the client
+/// certificate kmsync presents to a webhook that asks for one (mutual TLS).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientCertificateRef {
+    #[schemars(length(min = 1, max = 253), regex(pattern = OBJECT_NAME_PATTERN))]
+    pub name: String,
+}
+
 /// POST the pending credential to an HTTPS endpoint that registers and verifies it.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -195,6 +204,9 @@ pub struct WebhookRegister {
     /// `Kmsync-Timestamp: <unix seconds>` and
     /// `Kmsync-Signature: v1=<hex HMAC-SHA256(key, "<timestamp>.<body>")>` over the exact body.
     pub signing_secret_ref: SigningSecretRef,
+    /// Optional client certificate for mutual TLS (`https://` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate_secret_ref: Option<ClientCertificateRef>,
 }
 
 /// Promotion waits until the annotation `kmsync.io/approve` equals the pending version id.

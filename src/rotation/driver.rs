@@ -635,6 +635,7 @@ async fn register(
     if let Some(hook) = &register.webhook {
         let namespace = ms.namespace().unwrap_or_default();
         let signing_key = webhook::signing_key(&ctx.client, &namespace, hook, step).await?;
+        let identity = webhook::client_identity(&ctx.client, &namespace, hook, step).await?;
         let call = webhook::Call {
             action: step,
             namespace: &namespace,
@@ -643,6 +644,7 @@ async fn register(
             version_id,
             value,
             signing_key: &signing_key,
+            client_identity: identity.as_ref(),
         };
         return webhook::call(hook, step, &call).await;
     }

@@ -26,9 +26,15 @@ pub struct Call<'a> {
     pub value: &'a SecretString,
     /// The signing key, read from `signingSecretRef`.
     pub signing_key: &'a SecretBytes,
+    /// Client certificate and key (PEM) for mutual TLS, from `clientCertificateSecretRef`.
+    pub client_identity: Option<&'a SecretBytes>,
 }
 
-fn client(hook: &WebhookRegister, step: &'static str) -> Result<reqwest::Client, StepError> {
+fn client(
+    hook: &WebhookRegister,
+    step: &'static str,
+    identity: Option<&SecretBytes>,
+) -> Result<reqwest::Client, StepError> {
     let url = reqwest::Url::parse(&hook.url).map_err(|_| {
         StepError::permanent(step, "InvalidSpec", "webhook url is not a URL".into())
     })?;
@@ -60,6 +66,18 @@ fn client(hook: &WebhookRegister, step: &'static str) -> Result<reqwest::Client,
         })?;
         builder = builder.tls_certs_only(certificates);
     }
+    if let Some(pem) = identity {
+        // The message never quotes the key: only that it did not parse.
+        let identity = reqwest::Identity::from_pem(pem.expose()).map_err(|_| {
+            StepError::permanent(
+                step,
+                "InvalidCredentials",
+                "the webhook client certificate Secret does not hold a PEM certificate and key"
+                    .into(),
+            )
+        })?;
+        builder = builder.identity(identity);
+    }
     builder
         .build()
         .map_err(|e| StepError::permanent(step, "InvalidSpec", format!("webhook client: {e}")))
@@ -75,15 +93,46 @@ pub async fn signing_key(
 ) -> Result<SecretBytes, StepError> {
     let reference = &hook.signing_secret_ref;
     let key = reference.key.as_deref().unwrap_or("key");
+    let mut data = read_secret(client, namespace, &reference.name, "signing", step).await?;
+    take(&mut data, key, namespace, &reference.name, "signing", step)
+}
+
+/// The client certificate and key (PEM, concatenated) of `clientCertificateSecretRef`, if set.
+pub async fn client_identity(
+    client: &kube::Client,
+    namespace: &str,
+    hook: &WebhookRegister,
+    step: &'static str,
+) -> Result<Option<SecretBytes>, StepError> {
+    let Some(reference) = &hook.client_certificate_secret_ref else {
+        return Ok(None);
+    };
+    let what = "client certificate";
+    let mut data = read_secret(client, namespace, &reference.name, what, step).await?;
+    let certificate = take(&mut data, "tls.crt", namespace, &reference.name, what, step)?;
+    let key = take(&mut data, "tls.key", namespace, &reference.name, what, step)?;
+    let mut pem = certificate.into_inner();
+    pem.push(b'\n');
+    pem.extend_from_slice(key.expose());
+    Ok(Some(SecretBytes::new(pem)))
+}
+
+async fn read_secret(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    what: &str,
+    step: &'static str,
+) -> Result<std::collections::BTreeMap<String, k8s_openapi::ByteString>, StepError> {
     let secret =
         kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), namespace)
-            .get_opt(&reference.name)
+            .get_opt(name)
             .await
             .map_err(|e| {
                 StepError::transient(
                     step,
                     "KubernetesError",
-                    format!("reading the webhook signing Secret: {e}"),
+                    format!("reading the webhook {what} Secret: {e}"),
                 )
             })?
             .ok_or_else(|| {
@@ -91,15 +140,22 @@ pub async fn signing_key(
                     step,
                     "InvalidCredentials",
                     format!(
-                        "webhook signing Secret {namespace}/{} does not exist; nothing was sent",
-                        reference.name
+                        "webhook {what} Secret {namespace}/{name} does not exist; nothing was sent"
                     ),
                 )
             })?;
-    secret
-        .data
-        .unwrap_or_default()
-        .remove(key)
+    Ok(secret.data.unwrap_or_default())
+}
+
+fn take(
+    data: &mut std::collections::BTreeMap<String, k8s_openapi::ByteString>,
+    key: &str,
+    namespace: &str,
+    name: &str,
+    what: &str,
+    step: &'static str,
+) -> Result<SecretBytes, StepError> {
+    data.remove(key)
         .filter(|v| !v.0.is_empty())
         .map(|v| SecretBytes::new(v.0))
         .ok_or_else(|| {
@@ -107,8 +163,7 @@ pub async fn signing_key(
                 step,
                 "InvalidCredentials",
                 format!(
-                    "webhook signing Secret {namespace}/{} has no key {key}; nothing was sent",
-                    reference.name
+                    "webhook {what} Secret {namespace}/{name} has no key {key}; nothing was sent"
                 ),
             )
         })
@@ -140,7 +195,7 @@ pub async fn call(
     step: &'static str,
     call: &Call<'_>,
 ) -> Result<(), StepError> {
-    let http = client(hook, step)?;
+    let http = client(hook, step, call.client_identity)?;
     let body = json!({
         "action": call.action,
         "namespace": call.namespace,

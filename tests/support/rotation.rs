@@ -116,6 +116,68 @@ pub async fn https_hook(accept: bool) -> (Hook, String) {
     (Hook { url, ..hook }, identity.ca_pem.expect("generated CA"))
 }
 
+/// The webhook over HTTPS demanding a client certificate from a client CA of its own (mutual
+/// TLS); returns it, its server CA, and a client certificate and key that CA signed (PEM).
+pub async fn mtls_hook(accept: bool) -> (Hook, String, (String, String)) {
+    use kmsync::emulator::tls::{TlsListener, generate_ca_and_leaf};
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (server_ca, leaf, leaf_key) = generate_ca_and_leaf(&["127.0.0.1"]).expect("server cert");
+    let (client_ca, client_cert, client_key) = client_certificate();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_slice_iter(client_ca.as_bytes()) {
+        roots
+            .add(certificate.expect("client CA"))
+            .expect("add client CA");
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .expect("client verifier");
+    let chain = CertificateDer::pem_slice_iter(leaf.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .expect("server chain");
+    let key = PrivateKeyDer::from_pem_slice(leaf_key.as_bytes()).expect("server key");
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .expect("server config");
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}/rotate", tcp.local_addr().unwrap());
+    let listener = TlsListener::new(tcp, Arc::new(config));
+    let (app, hook) = receiver("https", accept);
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (Hook { url, ..hook }, server_ca, (client_cert, client_key))
+}
+
+/// A client CA and a client certificate (clientAuth) it signed: `(ca, certificate, key)` PEM.
+fn client_certificate() -> (String, String, String) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+        IsCa, KeyPair, KeyUsagePurpose,
+    };
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "webhook client CA");
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, "kmsync");
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let key = KeyPair::generate().unwrap();
+    let certificate = params.signed_by(&key, &ca).unwrap();
+    (ca.pem(), certificate.pem(), key.serialize_pem())
+}
+
 /// The receiver's router and its shared state (the URL is filled in by the caller).
 fn receiver(scheme: &str, accept: bool) -> (axum::Router, Hook) {
     use kmsync::kms::SecretBytes;
