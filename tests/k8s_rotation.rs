@@ -103,12 +103,8 @@ async fn staged_rotation_registers_verifies_and_promotes_through_a_webhook() {
         "the pending label was cleaned"
     );
     assert_eq!(stages_of(&all, "v1"), ["ACSPrevious"]);
+    assert_eq!(hook.actions(), ["register", "verify"]);
     let calls = hook.calls.lock().unwrap().clone();
-    let actions: Vec<&str> = calls
-        .iter()
-        .map(|c| c["action"].as_str().unwrap())
-        .collect();
-    assert_eq!(actions, ["register", "verify"]);
     assert!(calls.iter().all(|c| c["versionId"] == new.as_str()));
     let sent: Value = serde_json::from_str(calls[0]["value"].as_str().unwrap()).unwrap();
     let data = wait_for("the Secret to follow", 60, || async {
@@ -817,14 +813,7 @@ async fn a_webhook_over_https_is_trusted_only_through_its_ca_bundle() {
     .await;
     annotate(&env, "db", "kmsync.io/rotate", "2").await;
     wait_rotation(&env, "db", "RotationSucceeded").await;
-    let actions: Vec<Value> = hook
-        .calls
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|c| c["action"].clone())
-        .collect();
-    assert_eq!(actions, [json!("register"), json!("verify")]);
+    assert_eq!(hook.actions(), ["register", "verify"]);
     wait_for("the Secret to follow", 60, || async {
         env.secret_data("db")
             .await
@@ -860,14 +849,7 @@ async fn a_webhook_demanding_a_client_certificate_gets_the_one_from_its_secret()
     .await;
     annotate(&env, "db", "kmsync.io/rotate", "1").await;
     wait_rotation(&env, "db", "RotationSucceeded").await;
-    let actions: Vec<Value> = hook
-        .calls
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|c| c["action"].clone())
-        .collect();
-    assert_eq!(actions, [json!("register"), json!("verify")]);
+    assert_eq!(hook.actions(), ["register", "verify"]);
     assert_eq!(hook.rejected.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
 

@@ -88,6 +88,15 @@ impl Hook {
         json!({"webhook": {"url": self.url, "signingSecretRef": {"name": WEBHOOK_KEY_SECRET}}})
     }
 
+    /// The `action` of each accepted call, in order.
+    pub fn actions(&self) -> Vec<String> {
+        let calls = self.calls.lock().unwrap();
+        calls
+            .iter()
+            .filter_map(|c| c["action"].as_str().map(String::from))
+            .collect()
+    }
+
     /// The Secret with the signing key, for the ManagedSecret's namespace.
     pub fn key_secret(&self) -> Value {
         json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": WEBHOOK_KEY_SECRET},
