@@ -124,7 +124,7 @@ mod tests {
         }
         for host in [
             "db.example.com",
-            "10.0.0.12",
+            "192.0.2.12",
             "svc",
             "kms.cn-hangzhou.aliyuncs.com",
         ] {

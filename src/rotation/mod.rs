@@ -8,6 +8,7 @@ pub mod plan;
 pub mod postgres;
 pub mod postgres_register;
 pub mod schedule;
+pub mod secret_ref;
 pub mod spec_check;
 pub mod template;
 pub mod webhook;

@@ -2,12 +2,10 @@
 //! Secret in the ManagedSecret's own namespace, the role and new password from the pending
 //! value's JSON properties (`uname` / `pwd` by default).
 
-use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
-use kube::api::Api;
 
-use super::StepError;
 use super::postgres::{self, PostgresTarget, RegisterError};
+use super::{StepError, secret_ref};
 use crate::controller::reconcile::Context;
 use crate::crd::ManagedSecret;
 use crate::crd::rotation::PostgresRegister;
@@ -30,41 +28,9 @@ async fn admin_credentials(
     step: &'static str,
 ) -> Result<(String, SecretString), StepError> {
     let reference = &spec.admin_secret_ref;
-    let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
-        .get_opt(&reference.name)
-        .await
-        .map_err(|e| {
-            StepError::transient(
-                step,
-                "KubernetesError",
-                format!("reading the admin Secret: {e}"),
-            )
-        })?
-        .ok_or_else(|| {
-            StepError::permanent(
-                step,
-                "InvalidCredentials",
-                format!("admin Secret {namespace}/{} does not exist", reference.name),
-            )
-        })?;
-    let data = secret.data.unwrap_or_default();
-    let field = |key: &str| {
-        data.get(key)
-            .and_then(|v| String::from_utf8(v.0.clone()).ok())
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| {
-                StepError::permanent(
-                    step,
-                    "InvalidCredentials",
-                    format!(
-                        "admin Secret {namespace}/{} has no key {key}",
-                        reference.name
-                    ),
-                )
-            })
-    };
-    let user = field(reference.username_key.as_deref().unwrap_or("username"))?;
-    let password = field(reference.password_key.as_deref().unwrap_or("password"))?;
+    let mut keys = secret_ref::read(&ctx.client, namespace, &reference.name, "admin", step).await?;
+    let user = keys.text(reference.username_key.as_deref().unwrap_or("username"))?;
+    let password = keys.text(reference.password_key.as_deref().unwrap_or("password"))?;
     Ok((user, SecretString::new(password)))
 }
 

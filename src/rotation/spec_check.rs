@@ -114,7 +114,7 @@ mod tests {
                 None,
             ),
             (
-                serde_json::json!({"postgres": {"host": "10.0.0.12", "adminSecretRef": {"name": "a"}}}),
+                serde_json::json!({"postgres": {"host": "192.0.2.12", "adminSecretRef": {"name": "a"}}}),
                 Some("BackendNotAllowed"),
             ),
             (serde_json::json!({"manualApproval": {}}), None),

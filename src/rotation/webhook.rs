@@ -13,7 +13,7 @@ use crate::kms::endpoint::is_loopback_host;
 use crate::kms::error::KmsError;
 use crate::kms::{SecretBytes, SecretString};
 
-use super::{StepError, webhook_signature};
+use super::{StepError, secret_ref, webhook_signature};
 
 /// Who and what the call is about (the value is sent in the body, never logged).
 #[derive(Debug)]
@@ -92,9 +92,9 @@ pub async fn signing_key(
     step: &'static str,
 ) -> Result<SecretBytes, StepError> {
     let reference = &hook.signing_secret_ref;
-    let key = reference.key.as_deref().unwrap_or("key");
-    let mut data = read_secret(client, namespace, &reference.name, "signing", step).await?;
-    take(&mut data, key, namespace, &reference.name, "signing", step)
+    let mut keys =
+        secret_ref::read(client, namespace, &reference.name, "webhook signing", step).await?;
+    keys.bytes(reference.key.as_deref().unwrap_or("key"))
 }
 
 /// The client certificate and key (PEM, concatenated) of `clientCertificateSecretRef`, if set.
@@ -107,66 +107,18 @@ pub async fn client_identity(
     let Some(reference) = &hook.client_certificate_secret_ref else {
         return Ok(None);
     };
-    let what = "client certificate";
-    let mut data = read_secret(client, namespace, &reference.name, what, step).await?;
-    let certificate = take(&mut data, "tls.crt", namespace, &reference.name, what, step)?;
-    let key = take(&mut data, "tls.key", namespace, &reference.name, what, step)?;
-    let mut pem = certificate.into_inner();
+    let mut keys = secret_ref::read(
+        client,
+        namespace,
+        &reference.name,
+        "webhook client certificate",
+        step,
+    )
+    .await?;
+    let mut pem = keys.bytes("tls.crt")?.into_inner();
     pem.push(b'\n');
-    pem.extend_from_slice(key.expose());
+    pem.extend_from_slice(keys.bytes("tls.key")?.expose());
     Ok(Some(SecretBytes::new(pem)))
-}
-
-async fn read_secret(
-    client: &kube::Client,
-    namespace: &str,
-    name: &str,
-    what: &str,
-    step: &'static str,
-) -> Result<std::collections::BTreeMap<String, k8s_openapi::ByteString>, StepError> {
-    let secret =
-        kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), namespace)
-            .get_opt(name)
-            .await
-            .map_err(|e| {
-                StepError::transient(
-                    step,
-                    "KubernetesError",
-                    format!("reading the webhook {what} Secret: {e}"),
-                )
-            })?
-            .ok_or_else(|| {
-                StepError::permanent(
-                    step,
-                    "InvalidCredentials",
-                    format!(
-                        "webhook {what} Secret {namespace}/{name} does not exist; nothing was sent"
-                    ),
-                )
-            })?;
-    Ok(secret.data.unwrap_or_default())
-}
-
-fn take(
-    data: &mut std::collections::BTreeMap<String, k8s_openapi::ByteString>,
-    key: &str,
-    namespace: &str,
-    name: &str,
-    what: &str,
-    step: &'static str,
-) -> Result<SecretBytes, StepError> {
-    data.remove(key)
-        .filter(|v| !v.0.is_empty())
-        .map(|v| SecretBytes::new(v.0))
-        .ok_or_else(|| {
-            StepError::permanent(
-                step,
-                "InvalidCredentials",
-                format!(
-                    "webhook {what} Secret {namespace}/{name} has no key {key}; nothing was sent"
-                ),
-            )
-        })
 }
 
 /// Why a POST got no answer. An untrusted certificate ends the attempt: the next one would meet

@@ -13,11 +13,19 @@ pub const SIGNATURE_HEADER: &str = "Kmsync-Signature";
 
 /// The `Kmsync-Signature` value for `body` sent at `timestamp` (unix seconds).
 pub fn sign(key: &SecretBytes, timestamp: i64, body: &[u8]) -> String {
+    format!(
+        "v1={}",
+        hex::encode(mac(key, timestamp, body).finalize().into_bytes())
+    )
+}
+
+/// HMAC-SHA256 over `"<timestamp>.<body>"`.
+fn mac(key: &SecretBytes, timestamp: i64, body: &[u8]) -> Hmac<Sha256> {
     let mut mac = Hmac::<Sha256>::new_from_slice(key.expose()).expect("HMAC takes any key length");
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
-    format!("v1={}", hex::encode(mac.finalize().into_bytes()))
+    mac
 }
 
 /// What a receiver does: the signature is right for this key and body, and `timestamp` is within
@@ -36,11 +44,7 @@ pub fn verify(
     let Ok(given) = hex::decode(hex_mac) else {
         return false;
     };
-    let mut mac = Hmac::<Sha256>::new_from_slice(key.expose()).expect("HMAC takes any key length");
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    (now - timestamp).abs() <= window_secs && mac.verify_slice(&given).is_ok()
+    (now - timestamp).abs() <= window_secs && mac(key, timestamp, body).verify_slice(&given).is_ok()
 }
 
 #[cfg(test)]
